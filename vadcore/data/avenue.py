@@ -1,0 +1,70 @@
+"""CUHK Avenue in its original layout.
+
+    avenue/training_videos/NN.avi, avenue/testing_videos/NN.avi       XviD, 640x360
+    avenue/ground_truth_demo/testing_label_mask/K_label.mat            cell `volLabel`, one mask per frame
+
+A frame is anomalous iff its mask has a nonzero pixel. Whatever subset of videos is present is used;
+a test video's label count must equal its decoded frame count (checked while decoding, at shard time).
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+import numpy as np
+
+from vadcore.data.base import Benchmark, Split, Video, fingerprint_files
+from vadcore.data.decode import frames_matching_labels, iter_video_file
+from vadcore.errors import DataError
+
+_FOLDERS = {"train": "training_videos", "test": "testing_videos"}
+_LABELS = "ground_truth_demo/testing_label_mask"
+
+
+def load_volume_labels(path: Path) -> np.ndarray:
+    """(n,) uint8 frame labels from an Avenue `K_label.mat` (any nonzero mask pixel = anomalous)."""
+    import scipy.io
+
+    try:
+        vol = scipy.io.loadmat(str(path))["volLabel"]
+    except FileNotFoundError:
+        raise DataError(f"Avenue label file {path} not found") from None
+    except (KeyError, ValueError, OSError) as e:
+        raise DataError(f"{path}: cannot read cell 'volLabel' ({e}); expected Avenue's K_label.mat") from None
+    return np.array([int(np.any(m)) for m in vol.ravel()], dtype=np.uint8)
+
+
+
+class Avenue(Benchmark):
+    name = "avenue"
+
+    @property
+    def root(self) -> Path:
+        return self.data_root / "avenue"
+
+    def _files(self, split: Split) -> list[Path]:
+        folder = self.root / _FOLDERS[split]
+        files = sorted(folder.glob("*.avi")) if folder.is_dir() else []
+        if not files:
+            raise DataError(f"CUHK Avenue {split} videos not found: expected {folder}/NN.avi (data root {self.data_root})")
+        return files
+
+    def _label_file(self, video: Path) -> Path:
+        return self.root / _LABELS / f"{int(video.stem)}_label.mat"
+
+    def videos(self, split: Split) -> list[Video]:
+        out = []
+        for f in self._files(split):
+            if split == "train":
+                out.append(Video(f.stem, "avenue", split, partial(iter_video_file, f), None, f))
+                continue
+            label_file = self._label_file(f)
+            labels = load_volume_labels(label_file)
+            frames = partial(frames_matching_labels, partial(iter_video_file, f), len(labels), f, label_file)
+            out.append(Video(f.stem, "avenue", split, frames, labels, f))
+        return out
+
+    def fingerprint(self, split: Split) -> str:
+        files = self._files(split)
+        if split == "test":
+            files = files + [self._label_file(f) for f in files]
+        return fingerprint_files(files, self.data_root)

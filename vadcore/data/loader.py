@@ -1,0 +1,214 @@
+"""Streaming clip loader over shards: T-frame windows for training, and test windows covering every frame.
+
+Memory stays bounded (one chunk per video plus a shuffle buffer), shards are split across DataLoader
+workers and distributed ranks, and each shard's sha256 and sample count are checked against the manifest
+while it streams, so a corrupted or truncated shard raises `ShardError` naming it instead of yielding
+fewer samples. Windows are uint8 (C, T, H, W); the trainer converts to float on its device (4x less copy).
+The appearance path's every-tau-th frames are `clip[:, ::tau]` of the same window.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from vadcore.errors import DataError, ShardError
+
+
+def load_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"no shard manifest at {path}; run `python -m vadcore shard` first") from None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    video: str
+    scene: str
+    start: int
+    frames: np.ndarray  # (n, H, W, C) uint8
+    labels: np.ndarray  # (n,) uint8
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only file wrapper that hashes every byte read, so verification costs no second pass."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self.f.readinto(b)
+        self.sha.update(memoryview(b)[:n])
+        return n
+
+
+def iter_shard(folder: Path, entry: dict[str, Any]) -> Iterator[Chunk]:
+    """Chunks of one shard in order; raises ShardError on checksum, count or format mismatch."""
+    path = folder / entry["path"]
+    samples = 0
+    try:
+        with open(path, "rb") as raw:
+            reader = _HashingReader(raw)
+            with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|") as tar:
+                current: dict[str, bytes] = {}
+                key = None
+                for member in tar:
+                    k, _, field = member.name.partition(".")
+                    if key is not None and k != key:
+                        yield _decode(current)
+                        samples += 1
+                        current = {}
+                    key = k
+                    current[field] = tar.extractfile(member).read()
+                if current:
+                    yield _decode(current)
+                    samples += 1
+            while reader.read(1 << 20):  # hash whatever trails the tar end marker
+                pass
+    except FileNotFoundError:
+        raise ShardError(f"shard {path} is missing; delete {folder} to rebuild the shards") from None
+    except (tarfile.TarError, KeyError, ValueError, EOFError) as e:
+        raise ShardError(f"shard {path} is corrupted or truncated ({e}); delete {folder} to rebuild") from None
+    if reader.sha.hexdigest() != entry["sha256"] or samples != entry["samples"]:
+        raise ShardError(
+            f"shard {path} does not match its manifest (sha256 or sample count {samples} != {entry['samples']}); "
+            f"it is corrupted or truncated: delete {folder} to rebuild"
+        )
+
+
+def _decode(sample: dict[str, bytes]) -> Chunk:
+    meta = json.loads(sample["meta.json"])
+    frames = np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False)
+    labels = np.load(io.BytesIO(sample["labels.npy"]), allow_pickle=False)
+    return Chunk(meta["video"], meta["scene"], meta["start"], frames, labels)
+
+
+@dataclass(frozen=True)
+class Window:
+    video: str
+    scene: str
+    start: int
+    frames: np.ndarray  # (T, H, W, C) uint8
+    labels: np.ndarray  # (T,) uint8
+
+
+def video_windows(chunks: Iterator[Chunk], frames: int, stride: int, cover_all: bool, lengths: dict[str, int]) -> Iterator[Window]:
+    """Windows of `frames` consecutive frames every `stride` frames, video by video.
+
+    cover_all (test): one more window flush with each video's end, so every frame lies in some window.
+    Chunks of a video arrive consecutively and in order (shards hold whole videos).
+    """
+    buf: np.ndarray | None = None
+    buf_start = next_start = 0
+    video = scene = None
+    labels: np.ndarray | None = None
+
+    def finish() -> Iterator[Window]:
+        n = lengths[video]
+        if n < frames:
+            raise DataError(f"video {video} has {n} frames, fewer than a window of {frames}; lower itae.frames")
+        if cover_all and (next_start - stride + frames < n):
+            s = n - frames - buf_start
+            yield Window(video, scene, n - frames, buf[s : s + frames], labels[s : s + frames])
+
+    for chunk in chunks:
+        if chunk.video != video:
+            if video is not None:
+                yield from finish()
+            video, scene, buf, labels = chunk.video, chunk.scene, chunk.frames, chunk.labels
+            buf_start = next_start = chunk.start
+            if chunk.start != 0:
+                raise ShardError(f"video {video} starts at frame {chunk.start}: its first chunk is missing")
+        else:
+            buf = np.concatenate([buf, chunk.frames])
+            labels = np.concatenate([labels, chunk.labels])
+        while next_start + frames <= buf_start + len(buf):
+            s = next_start - buf_start
+            yield Window(video, scene, next_start, buf[s : s + frames], labels[s : s + frames])
+            next_start += stride
+        keep = max(0, min(next_start, buf_start + len(buf) - frames) - buf_start)  # drop frames no window needs
+        buf, labels, buf_start = buf[keep:], labels[keep:], buf_start + keep
+    if video is not None:
+        yield from finish()
+
+
+def _consumer() -> tuple[int, int]:
+    """(index, count) of this DataLoader worker across all distributed ranks."""
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    info = get_worker_info()
+    wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * nw + wid, world * nw
+
+
+class ClipDataset(IterableDataset):
+    """T-frame windows from a shard folder.
+
+    train=True: shard order reshuffled every epoch (`set_epoch`), windows every `stride` frames, mixed in a
+    seeded shuffle buffer. train=False: every window in order plus one flush with each video's end.
+    Each item: {"clip": uint8 (C, T, H, W), "video", "scene", "start", "labels": uint8 (T,)}.
+    """
+
+    def __init__(self, folder: Path, frames: int, stride: int, *, train: bool, seed: int = 0, shuffle_buffer: int = 256):
+        self.folder, self.frames, self.stride, self.train = Path(folder), frames, stride, train
+        self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
+        self.manifest = load_manifest(self.folder)
+        self.lengths = {v: info["frames"] for v, info in self.manifest["per_video"].items()}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def num_windows(self) -> int:
+        """Windows per epoch (train) or per pass (test), for progress bars and schedules."""
+        n = 0
+        for length in self.lengths.values():
+            regular = max(0, (length - self.frames) // self.stride + 1)
+            tail = not self.train and (regular - 1) * self.stride + self.frames < length
+            n += regular + int(tail)
+        return n
+
+    def _windows(self, shards: list[dict[str, Any]]) -> Iterator[Window]:
+        def chunks() -> Iterator[Chunk]:
+            for entry in shards:
+                yield from iter_shard(self.folder, entry)
+
+        return video_windows(chunks(), self.frames, self.stride, not self.train, self.lengths)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        index, count = _consumer()
+        shards = list(self.manifest["shards"])
+        rng = random.Random(hash((self.seed, self.epoch, index)) if self.train else 0)
+        if self.train:
+            random.Random(hash((self.seed, self.epoch))).shuffle(shards)
+        mine = shards[index::count]
+        windows = self._windows(mine)
+        if self.train:
+            windows = _shuffled(windows, self.shuffle_buffer, rng)
+        for w in windows:
+            clip = torch.from_numpy(np.ascontiguousarray(w.frames)).permute(3, 0, 1, 2)  # (T,H,W,C) -> (C,T,H,W)
+            yield {"clip": clip, "video": w.video, "scene": w.scene, "start": w.start, "labels": torch.from_numpy(w.labels)}
+
+
+def _shuffled(items: Iterator[Window], size: int, rng: random.Random) -> Iterator[Window]:
+    buf: list[Window] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) >= size:
+            yield buf.pop(rng.randrange(len(buf)))
+    rng.shuffle(buf)
+    yield from buf

@@ -1,0 +1,89 @@
+"""Frame-level ROC AUC under the three protocols found in the video anomaly detection literature.
+
+- micro (the ITAE paper's): all test frames concatenated, after Eq. 9's min-max *within each video*. This uses
+  each test video's own min and max, a statistic an online detector would not have, and is the number the
+  paper's tables report.
+- micro_global: all test frames concatenated, min-max over the whole test set instead, so no per-video test
+  statistics enter; for R or L alone it equals the AUC of the raw score.
+- macro: the mean of per-video AUCs (videos of one class only have no AUC and are left out and counted).
+
+`frame_auc_report` takes the *raw* per-frame R and L and does the normalisation itself, through
+`vadcore.scoring.anomaly_score`, so the three protocols always see the same Eq. 9 score.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from vadcore.scoring import ScoreConfig, anomaly_score
+
+
+def _check(labels: np.ndarray, *arrays: np.ndarray | None) -> np.ndarray:
+    labels = np.asarray(labels)
+    for a in arrays:
+        if a is not None and len(a) != len(labels):
+            raise ValueError(f"{len(labels)} labels but an array of {len(a)} scores or ids")
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f"all {len(labels)} test frames have the same label: "
+                         "frame AUC needs both normal and anomalous frames")
+    return labels
+
+
+def per_group_auc(labels: np.ndarray, groups: np.ndarray, score: np.ndarray) -> dict:
+    """AUC of `score` within each group (a video, a scene); None for a group whose frames are all one class.
+
+    Keys are the group ids as Python values. For per-scene AUC pass the final (per-video normalised) score.
+    """
+    labels, groups, score = np.asarray(labels), np.asarray(groups), np.asarray(score)
+    out = {}
+    for g in np.unique(groups):
+        sel = groups == g
+        y = labels[sel]
+        out[g.item()] = float(roc_auc_score(y, score[sel])) if len(np.unique(y)) == 2 else None
+    return out
+
+
+def per_video_auc(labels: np.ndarray, videos: np.ndarray, score: np.ndarray) -> dict:
+    """AUC of each video on its own (`per_group_auc` by video id); None for a one-class video."""
+    return per_group_auc(labels, videos, score)
+
+
+def _protocols(labels: np.ndarray, videos: np.ndarray, s_video: np.ndarray, s_global: np.ndarray) -> dict:
+    """The three AUCs of one score, given its per-video and its global min-max normalisation."""
+    aucs = [a for a in per_video_auc(labels, videos, s_video).values() if a is not None]
+    return {
+        "auc_micro": float(roc_auc_score(labels, s_video)),
+        "auc_micro_global": float(roc_auc_score(labels, s_global)),
+        "auc_macro": float(np.mean(aucs)) if aucs else float("nan"),
+    }
+
+
+def frame_auc_report(
+    labels: np.ndarray, videos: np.ndarray, r: np.ndarray, l: np.ndarray | None = None, lambda_L: float = 1.0
+) -> dict[str, float | int]:
+    """Frame AUCs of the Eq. 9 score S and of R and L alone, under the micro, micro_global and macro protocols.
+
+    labels: (n,) 1 = anomalous frame; videos: (n,) video id of each frame; r, l: raw per-frame R (Eq. 7,
+    window-averaged) and L (Eq. 8) over the whole test set, l None without flows (then S = norm(R)).
+    Keys: auc_micro, auc_micro_global, auc_macro for S; r_auc_* for R; l_auc_* for L when given;
+    macro_videos_used, macro_videos_excluded (one-class videos, no AUC). auc_macro is nan if no video has
+    both classes. Raises ValueError if all frames are one class.
+    """
+    labels = _check(labels, videos, r, l)
+    videos = np.asarray(videos)
+    s_video, r_video, l_video = anomaly_score(r, l, videos, ScoreConfig(lambda_L=lambda_L, normalise="video"))
+    s_global, r_global, l_global = anomaly_score(r, l, videos, ScoreConfig(lambda_L=lambda_L, normalise="global"))
+    report: dict[str, float | int] = _protocols(labels, videos, s_video, s_global)
+    parts = {"r": (r_video, r_global)} | ({} if l is None else {"l": (l_video, l_global)})
+    for name, (sv, sg) in parts.items():
+        report |= {f"{name}_{k}": v for k, v in _protocols(labels, videos, sv, sg).items()}
+    used = int(sum(len(np.unique(labels[videos == v])) == 2 for v in np.unique(videos)))
+    report |= {"macro_videos_used": used, "macro_videos_excluded": len(np.unique(videos)) - used}
+    return report
+
+
+def roc_points(labels: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) of the ROC curve of `score` over all frames, for the report's plots."""
+    labels = _check(labels, score)
+    fpr, tpr, _ = roc_curve(labels, score)
+    return fpr, tpr

@@ -1,0 +1,181 @@
+"""Anomaly scores of the ITAE paper's test method (Eq. 7-9), as pure functions.
+
+The pipeline runs them in this order, per test video and then over the test set:
+
+1. `recon_error`: ITAE windows (B, C, T, H, W) -> R per frame of each window (Eq. 7), optionally with a Ped2-style
+   patch max and a ShanghaiTech-style foreground mask from `mog2_foreground`;
+2. `frames_from_windows`: window scores -> one score per video frame, the mean over the windows containing it
+   (the paper: "for each frame, we compute the mean of error values in all segments in which it appears");
+3. `combine_nll`: the two flows' NLLs -> L (Eq. 8), over the whole test set;
+4. `anomaly_score`: S = norm(R) + lambda_L norm(L) (Eq. 9).
+
+Everything after step 1 is numpy on the CPU: per-frame arrays of a whole test set are small.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vadcore.errors import ConfigError
+
+NORMALISE = ("video", "global")
+BACKGROUND = ("none", "mog2")
+_EPS = 1e-6  # floor of 1 - |I - Î| in Eq. 7, so a pixel off by 1.0 scores 6 instead of inf
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How per-frame scores are computed; `score.*` in configs. Changing it only re-scores, never retrains."""
+
+    lambda_L: float = 1.0  # Eq. 9 weight of norm(L); the paper does not give its value
+    patch: int = 0  # 0: R is the mean over all pixels; >0: max over patch x patch means (paper, Ped2: 32 at
+    # 240x360). A profile at a smaller resolution needs a proportionally smaller patch; the pipeline passes it.
+    normalise: Literal["video", "global"] = "video"  # Eq. 9 min-max: within each video (paper) or over the test set
+    background: Literal["none", "mog2"] = "none"  # "mog2": zero the error on MOG2 background (paper, ShanghaiTech)
+
+    def validate(self) -> None:
+        if not (self.lambda_L >= 0 and np.isfinite(self.lambda_L)):
+            raise ConfigError(f"score.lambda_L={self.lambda_L!r} must be a finite number >= 0")
+        if self.patch < 0:
+            raise ConfigError(f"score.patch={self.patch!r} must be 0 (mean over pixels) or a patch size > 0")
+        for name, allowed in (("normalise", NORMALISE), ("background", BACKGROUND)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"score.{name}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
+
+
+def recon_error(
+    frames: torch.Tensor, recon: torch.Tensor, patch: int = 0, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eq. 7 per frame: R = -log10(1 - |I - Î|), averaged over channels, then over pixels or patch-maxed.
+
+    frames, recon: (B, C, T, H, W) in [0, 1], on any device (the model's: no copy to the CPU).
+    patch: 0 for the mean over all pixels; p > 0 for the max over the means of p x p patches, which keeps a
+        small anomaly (Ped2's bikes and carts) from being averaged away. The patches tile the frame from the
+        top-left and again from the bottom-right corner, so every pixel lies in a full p x p patch when p
+        does not divide H or W; p is clipped to the frame size.
+    mask: optional (B, 1, T, H, W) foreground mask in {0, 1} (`mog2_foreground`); background error is zeroed
+        before pooling, so a mean still divides by all H*W pixels.
+    Returns (B, T).
+    """
+    if frames.shape != recon.shape or frames.ndim != 5:
+        raise ValueError(f"frames {tuple(frames.shape)} and recon {tuple(recon.shape)} must both be (B, C, T, H, W)")
+    err = -torch.log10((1 - (frames - recon).abs()).clamp_min(_EPS)).mean(1)  # (B, T, H, W)
+    if mask is not None:
+        err = err * mask[:, 0].to(err)
+    B, T, H, W = err.shape
+    if patch == 0:
+        return err.mean((-2, -1))
+    ph, pw = min(patch, H), min(patch, W)
+    flat = err.reshape(B * T, 1, H, W)
+    means = [F.avg_pool2d(flat[..., oh:, ow:], (ph, pw)).amax((1, 2, 3)) for oh in {0, H % ph} for ow in {0, W % pw}]
+    return torch.stack(means).amax(0).view(B, T)
+
+
+def mog2_foreground(frames: np.ndarray, dilate: int = 3, history: int = 500, var_threshold: float = 16.0) -> np.ndarray:
+    """Foreground of one whole video by OpenCV's MOG2 background subtractor (the paper's ShanghaiTech step).
+
+    frames: (T, H, W) or (T, H, W, 3) uint8, *all frames of one video in temporal order*: the background model
+        is learnt as it goes, so windows or shuffled frames give a wrong mask. Frame 0 is all foreground (the
+        model is still empty) and the first few frames are unreliable, which only keeps their error.
+    dilate: radius in pixels by which the mask grows, so object borders keep their error.
+    Returns (T, H, W) bool. Compute it at the resolution `recon_error` sees (or resize it, nearest).
+    """
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4):
+        raise ValueError(f"frames must be (T, H, W[, 3]) uint8, got {frames.shape} {frames.dtype}")
+    sub = cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=var_threshold, detectShadows=False)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+    return np.stack([cv2.dilate(sub.apply(np.ascontiguousarray(f)), kernel) > 0 for f in frames])
+
+
+def frames_from_windows(
+    n_frames: int, starts: np.ndarray, window_scores: np.ndarray, T: int | None = None
+) -> np.ndarray:
+    """Per-frame scores of one video: the mean over all windows that contain the frame (paper, Test method).
+
+    starts: (N,) first frame of each window.
+    window_scores: (N, T) a score per frame of each window (R from `recon_error`), or (N,) one score per
+        window (a flow's NLL), then spread over the window's T frames, which must be given.
+    Raises ValueError if a window leaves the video or a frame lies in no window: every frame gets a score,
+    none is dropped silently from the AUC.
+    Returns (n_frames,) float64.
+    """
+    s = np.asarray(window_scores, dtype=np.float64)
+    starts = np.asarray(starts, dtype=np.int64)
+    if s.ndim == 1:
+        if T is None:
+            raise ValueError("window-level scores of shape (N,) need the window length T")
+        s = np.repeat(s[:, None], T, axis=1)
+    if s.ndim != 2 or (T is not None and s.shape[1] != T) or starts.shape != (len(s),):
+        raise ValueError(f"window_scores {s.shape} must be (N, {T=}) with starts (N,), got starts {starts.shape}")
+    T = s.shape[1]
+    if len(starts) and (starts.min() < 0 or starts.max() + T > n_frames):
+        raise ValueError(f"windows of T={T} starting at {starts.min()}..{starts.max()} leave the video of {n_frames=}")
+    idx = (starts[:, None] + np.arange(T)).ravel()
+    count = np.bincount(idx, minlength=n_frames)
+    uncovered = np.flatnonzero(count == 0)
+    if uncovered.size:
+        raise ValueError(f"{uncovered.size} of {n_frames} frames lie in no window (first: {uncovered[:5].tolist()})")
+    return np.bincount(idx, weights=s.ravel(), minlength=n_frames) / count
+
+
+def minmax(x: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Min-max to [0, 1] within each group (video ids: Eq. 9's norm) or, with groups None, over all of x.
+
+    A constant group maps to 0: it carries no ranking information, and 0 avoids a division by zero.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if groups is None:
+        inv, k = np.zeros(len(x), dtype=np.int64), 1
+    else:
+        uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
+        k = len(uniq)
+    lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
+    np.minimum.at(lo, inv, x)
+    np.maximum.at(hi, inv, x)
+    span = (hi - lo)[inv]
+    return np.divide(x - lo[inv], span, out=np.zeros_like(x), where=span > 0)
+
+
+def combine_nll(nll_app: np.ndarray | None, nll_mot: np.ndarray | None) -> np.ndarray | None:
+    """Eq. 8: L = (l1 NLL_app + l2 NLL_mot) / (l1 + l2), li = max - min of that NLL over the test set.
+
+    Pass both flows' per-frame NLLs of the whole test set. The weights make the flow whose NLL spreads more
+    count more. With one flow (an ablation), L is that flow's NLL; with none, None; with l1 + l2 = 0
+    (both constant), the plain mean.
+    """
+    if nll_app is None or nll_mot is None:
+        one = nll_mot if nll_app is None else nll_app
+        return None if one is None else np.asarray(one, dtype=np.float64)
+    a, m = np.asarray(nll_app, dtype=np.float64), np.asarray(nll_mot, dtype=np.float64)
+    l1, l2 = np.ptp(a), np.ptp(m)
+    if l1 + l2 == 0:
+        return (a + m) / 2
+    return (l1 * a + l2 * m) / (l1 + l2)
+
+
+class Scores(NamedTuple):
+    """Eq. 9's total score and its two normalised parts, all (n_frames,); l is None without flows."""
+
+    score: np.ndarray
+    r: np.ndarray
+    l: np.ndarray | None
+
+
+def anomaly_score(r: np.ndarray, l: np.ndarray | None, videos: np.ndarray, cfg: ScoreConfig) -> Scores:
+    """Eq. 9: S = norm(R) + lambda_L norm(L), norm = min-max per video (cfg.normalise="video") or global.
+
+    r, l: raw per-frame R (Eq. 7, from `frames_from_windows`) and L (Eq. 8) over the test set; videos: the
+    video id of each frame. With l None (no flows), S = norm(R).
+    """
+    groups = videos if cfg.normalise == "video" else None
+    r_n = minmax(r, groups)
+    if l is None:
+        return Scores(r_n, r_n, None)
+    l_n = minmax(l, groups)
+    return Scores(r_n + cfg.lambda_L * l_n, r_n, l_n)
