@@ -162,13 +162,25 @@ class ClipDataset(IterableDataset):
     train=True: shard order reshuffled every epoch (`set_epoch`), windows every `stride` frames, mixed in a
     seeded shuffle buffer. train=False: every window in order plus one flush with each video's end.
     Each item: {"clip": uint8 (C, T, H, W), "video", "scene", "start", "labels": uint8 (T,)}.
+    `videos` restricts the windows to a subset of videos (shards are still read whole and verified).
     """
 
-    def __init__(self, folder: Path, frames: int, stride: int, *, train: bool, seed: int = 0, shuffle_buffer: int = 256):
+    def __init__(
+        self,
+        folder: Path,
+        frames: int,
+        stride: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        shuffle_buffer: int = 256,
+        videos: set[str] | None = None,
+    ):
         self.folder, self.frames, self.stride, self.train = Path(folder), frames, stride, train
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
         self.manifest = load_manifest(self.folder)
-        self.lengths = {v: info["frames"] for v, info in self.manifest["per_video"].items()}
+        # videos: a subset (e.g. the held-out validation videos); None = all
+        self.lengths = {v: i["frames"] for v, i in self.manifest["per_video"].items() if videos is None or v in videos}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -185,7 +197,7 @@ class ClipDataset(IterableDataset):
     def _windows(self, shards: list[dict[str, Any]]) -> Iterator[Window]:
         def chunks() -> Iterator[Chunk]:
             for entry in shards:
-                yield from iter_shard(self.folder, entry)
+                yield from (c for c in iter_shard(self.folder, entry) if c.video in self.lengths)
 
         return video_windows(chunks(), self.frames, self.stride, not self.train, self.lengths)
 

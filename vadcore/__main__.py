@@ -1,0 +1,106 @@
+"""vadcore command line: shard a benchmark, describe the models, run one trial.
+
+    python -m vadcore shard ped2 --data-root ../shared/data --profile smoke
+    python -m vadcore shard synthetic --profile smoke
+    python -m vadcore describe --profile paper
+    python -m vadcore run --benchmark synthetic --profile smoke --out runs/t1
+    python -m vadcore run --benchmark ped2 --data-root ../shared/data --profile smoke --set score.lambda_L=0.5 --out runs/t2
+
+Data root: --data-root, else $VAD_DATA_ROOT. Cache (shards, stages): --cache, else $VAD_CACHE, else .cache/vad.
+Errors the user can fix print one paragraph and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from vadcore.errors import VadError
+
+CACHE_ENV = "VAD_CACHE"
+
+
+def cache_root(value: str | None) -> Path:
+    return Path(value or os.environ.get(CACHE_ENV) or ".cache/vad").expanduser().resolve()
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help="folder holding ped2/, avenue/, shanghaitech/ (default: $VAD_DATA_ROOT)")
+    p.add_argument("--profile", default="smoke", help="smoke | laptop | paper (default: smoke)")
+    p.add_argument("--cache", help=f"cache folder for shards and stages (default: ${CACHE_ENV} or .cache/vad)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from vadcore.config import resolve_config
+    from vadcore.data import SPLITS, get_benchmark
+    from vadcore.data.loader import load_manifest
+    from vadcore.data.shards import ShardSpec, ensure_shards
+
+    console = Console()
+    cfg = resolve_config(args.benchmark, args.profile, args.sets)
+    bench = get_benchmark(args.benchmark, args.data_root)
+    for split in SPLITS:
+        spec = ShardSpec(args.benchmark, split, cfg.data.height, cfg.data.width, cfg.data.channels)
+        folder, written = ensure_shards(bench, spec, cache_root(args.cache))
+        m = load_manifest(folder)
+        state = "written" if written else "already present, nothing to do"
+        console.print(
+            f"{args.benchmark}/{split}: {m['videos']} videos, {m['frames']} frames, {m['anomalous']} anomalous, "
+            f"{len(m['shards'])} shards — {state}: {folder}"
+        )
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from vadcore.describe import describe
+
+    describe(args.benchmark, args.profile, args.sets)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vadcore.pipeline import run_trial_cli
+
+    return run_trial_cli(args, cache_root(args.cache))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vadcore", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("shard", help="write WebDataset shards + manifest for a benchmark (once)")
+    p.add_argument("benchmark")
+    _common(p)
+    p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser("describe", help="print ITAE layer shapes (Table 1) and parameter counts")
+    p.add_argument("--benchmark", default="synthetic")
+    _common(p)
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("run", help="run one trial in-process (no Ray): shards -> ITAE -> flows -> scores -> AUC")
+    p.add_argument("--benchmark", default="synthetic")
+    p.add_argument("--out", required=True, help="folder for trial.json and frame_scores.parquet")
+    p.add_argument("--no-progress", action="store_true", help="no live progress bars")
+    _common(p)
+    p.set_defaults(func=cmd_run)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except VadError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The typed configuration of one trial, and the profiles (smoke / laptop / paper) that fill it in.
+
+Defaults in the dataclasses are the paper's values where it gives one. A profile (`vadcore/profiles/*.toml`)
+overrides them for a compute budget, with a `[default]` table and one table per benchmark; `--set key=value`
+overrides last. The resolved config is validated once, across fields, and saved with every stage and result.
+
+    cfg = resolve_config("ped2", "smoke", ["score.lambda_L=0.5"])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from vadcore.configtools import from_dict, load_toml, merge, parse_sets, to_dict
+from vadcore.errors import ConfigError
+from vadcore.models.glow import GlowConfig
+from vadcore.models.hgad_prior import PriorConfig
+from vadcore.models.itae import ITAEConfig
+from vadcore.models.losses import LossConfig
+from vadcore.scoring import ScoreConfig
+
+PROFILES = ("smoke", "laptop", "paper")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    benchmark: str = "synthetic"  # a name in vadcore.data.BENCHMARKS
+    height: int = 256  # frames are resized once, at shard time (paper: 256x256; Ped2 240x360)
+    width: int = 256
+    channels: int = 3  # 1 = grey, 3 = RGB (itae.in_channels must match)
+    train_stride: int = 1  # frames between consecutive training windows ("randomly segment" in the paper)
+    test_stride: int = 1  # frames between test windows; every frame is scored whatever the stride
+    loader_workers: int = 0  # DataLoader worker processes (0 = in the training process)
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """Optimisation of one training step (ITAE, or the flows). Adam + cosine annealing, as the paper."""
+
+    epochs: int = 10  # passes over the training windows (not given by the paper)
+    batch_size: int = 4
+    lr: float = 1e-3
+    min_lr: float = 0.0  # cosine annealing floor
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # 0 = off
+    max_steps: int = 0  # cap on optimiser steps per epoch (0 = a full pass); small profiles use it
+    val_fraction: float = 0.1  # held-out NORMAL training videos for the early-stopping metric
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    app: bool = True  # F_app on the appearance latent
+    mot: bool = True  # F_mot on the motion latent (needs itae.paths = "app+mot")
+    extra_input: Literal["none", "intensity", "error_map"] = "none"  # Table 4: appended to F_app's input
+    glow: GlowConfig = field(default_factory=GlowConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    train: StepConfig = field(default_factory=lambda: StepConfig(batch_size=20, lr=5e-4))
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    itae: ITAEConfig = field(default_factory=ITAEConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    itae_train: StepConfig = field(default_factory=lambda: StepConfig(batch_size=4, lr=1e-3))
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    seed: int = 0
+    deepspeed: str = "cpu"  # a config in cluster/deepspeed/ (cpu: fp32 + gloo; gpu-bf16, gpu-zero2, ...)
+
+    def validate(self) -> None:
+        """One pass over every field and the rules that tie fields together."""
+        from vadcore.data import BENCHMARKS
+
+        d, m = self.data, self.itae
+        if d.benchmark not in BENCHMARKS:
+            raise ConfigError(f"data.benchmark={d.benchmark!r} unknown; allowed: {', '.join(BENCHMARKS)}")
+        if d.channels not in (1, 3):
+            raise ConfigError(f"data.channels={d.channels} must be 1 (grey) or 3 (RGB)")
+        if m.in_channels != d.channels:
+            raise ConfigError(f"itae.in_channels={m.in_channels} must equal data.channels={d.channels}")
+        for name in ("height", "width", "train_stride", "test_stride"):
+            if getattr(d, name) < 1:
+                raise ConfigError(f"data.{name}={getattr(d, name)} must be >= 1")
+        for step_name, step in (("itae_train", self.itae_train), ("flow.train", self.flow.train)):
+            for name in ("epochs", "batch_size"):
+                if getattr(step, name) < 1:
+                    raise ConfigError(f"{step_name}.{name}={getattr(step, name)} must be >= 1")
+            if not step.lr > 0:
+                raise ConfigError(f"{step_name}.lr={step.lr} must be > 0")
+            if not 0 <= step.val_fraction < 1:
+                raise ConfigError(f"{step_name}.val_fraction={step.val_fraction} must be in [0, 1)")
+        for sub in (m, self.loss, self.flow.glow, self.flow.prior, self.score):
+            sub.validate()
+        m.latent_size(d.height, d.width)  # raises when the strides do not divide the frame size
+        if self.flow.mot and m.paths != "app+mot":
+            raise ConfigError(f"flow.mot=true needs itae.paths='app+mot' (got itae.paths={m.paths!r})")
+        h, w = m.latent_size(d.height, d.width)
+        if self.flow.app or self.flow.mot:
+            self.flow.glow.check_input(2, h, w)
+
+
+def _profile_tables(profile: str) -> dict[str, Any]:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    return load_toml(Path(str(resources.files("vadcore") / "profiles" / f"{profile}.toml")))
+
+
+def profile_dict(benchmark: str, profile: str) -> dict[str, Any]:
+    """The profile's overrides for one benchmark: `[default]` merged with `[benchmarks.NAME]`."""
+    tables = _profile_tables(profile)
+    out = merge(tables.get("default", {}), tables.get("benchmarks", {}).get(benchmark, {}))
+    return merge(out, {"data": {"benchmark": benchmark}})
+
+
+def resolve_config(benchmark: str, profile: str, sets: list[str] | None = None, extra: dict[str, Any] | None = None) -> TrialConfig:
+    """Defaults <- profile <- `extra` (a sweep's fixed/variant fields) <- `--set` overrides, validated."""
+    data = profile_dict(benchmark, profile)
+    if extra:
+        data = merge(data, extra)
+    if sets:
+        data = merge(data, parse_sets(sets))
+    source = f"profile {profile!r} for {benchmark}" + (" with --set overrides" if sets else "")
+    return from_dict(TrialConfig, data, source=source)
+
+
+def config_dict(cfg: TrialConfig) -> dict[str, Any]:
+    return to_dict(cfg)

@@ -1,0 +1,432 @@
+"""One trial: shards -> ITAE (step 1) -> flows on the frozen ITAE's latents (step 2) -> scores -> AUC.
+
+Each stage is a function of its config slice and the keys of the stages it reads, cached by `StageStore`,
+so trials that share a stage reuse it and a trial that only changes `score.lambda_L` re-scores nothing but
+Eq. 8-9. This is the unit every sweep trial runs, and the reproduction command of any sweep trial:
+
+    python -m vadcore run --benchmark synthetic --profile smoke --out runs/t1
+    python -m vadcore run --benchmark ped2 --data-root ../shared/data --profile smoke --out runs/t2
+"""
+from __future__ import annotations
+
+import json
+import platform
+import random
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vadcore import atomic
+from vadcore.config import TrialConfig, resolve_config
+from vadcore.configtools import to_dict
+from vadcore.data import get_benchmark
+from vadcore.data.loader import ClipDataset, load_manifest
+from vadcore.data.shards import ShardSpec, ensure_shards
+from vadcore.evaluate import frame_auc_report, per_group_auc
+from vadcore.models.glow import Glow, bits_per_dim, nll_per_dim
+from vadcore.models.hgad_prior import build_prior
+from vadcore.models.itae import ITAE, pool_channels
+from vadcore.models.losses import reconstruction_loss
+from vadcore.progress import progress_bar
+from vadcore.scoring import combine_nll, frames_from_windows, mog2_foreground, recon_error
+from vadcore.stages import StageRecord, StageStore
+from vadcore.train import device, fit, steps_in
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_videos(manifest: dict[str, Any], fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """(train, validation) normal training videos: a seeded split by video, at least one of each if possible."""
+    videos = sorted(manifest["per_video"])
+    n_val = min(len(videos) - 1, max(1 if fraction > 0 else 0, round(fraction * len(videos))))
+    val = set(random.Random(seed).sample(videos, n_val)) if n_val > 0 else set()
+    return set(videos) - val, val
+
+
+def _loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: set[str] | None = None, epoch: int = 0):
+    stride = cfg.data.train_stride if train else cfg.data.test_stride
+    ds = ClipDataset(folder, cfg.itae.frames, stride, train=train, seed=cfg.seed, videos=videos)
+    ds.set_epoch(epoch)
+    workers = cfg.data.loader_workers
+    return ds, torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, persistent_workers=False)
+
+
+def _to_float(clip: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    return clip.to(dev, non_blocking=True).float().div_(255.0)  # uint8 (B, C, T, H, W) -> float in [0, 1]
+
+
+# ----------------------------------------------------------------------------------------------- step 1
+
+
+def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report | None, show: bool) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    manifest = load_manifest(train_folder)
+    fit_videos, val_videos = split_videos(manifest, cfg.itae_train.val_fraction, cfg.seed)
+    model = ITAE(cfg.itae)
+    dev = device()
+    ds, _ = _loader(train_folder, cfg, train=True, batch=cfg.itae_train.batch_size, videos=fit_videos)
+    steps = steps_in(ds.num_windows(), cfg.itae_train.batch_size, cfg.itae_train.max_steps)
+
+    def loss_fn(engine, batch, _progress):
+        x = _to_float(batch["clip"], dev)
+        out = engine(x)
+        return reconstruction_loss(x, out.recon, cfg.loss)
+
+    def validate(module) -> float:
+        _, loader = _loader(train_folder, cfg, train=False, batch=cfg.itae_train.batch_size, videos=val_videos)
+        losses = [reconstruction_loss(x := _to_float(b["clip"], dev), module(x).recon, cfg.loss)[0].item() for b in loader]
+        return float(np.mean(losses))
+
+    with progress_bar("step 1: ITAE", steps * cfg.itae_train.epochs, enabled=show) as advance:
+        result = fit(
+            model,
+            loss_fn,
+            lambda epoch: _loader(train_folder, cfg, train=True, batch=cfg.itae_train.batch_size, videos=fit_videos, epoch=epoch)[1],
+            steps,
+            cfg.itae_train,
+            cfg.deepspeed,
+            validate=validate if val_videos else None,
+            report=(lambda r: report({"stage": "itae", **r})) if report else None,
+            progress=advance,
+        )
+    torch.save(model.state_dict(), out / "itae.pt")
+    return {"history": result.history, "steps": result.steps, "fit_videos": sorted(fit_videos), "val_videos": sorted(val_videos)}
+
+
+def load_itae(cfg: TrialConfig, stage: Path) -> ITAE:
+    model = ITAE(cfg.itae)
+    model.load_state_dict(torch.load(stage / "itae.pt", map_location="cpu", weights_only=True))
+    return model.eval().requires_grad_(False).to(device())
+
+
+# ----------------------------------------------------------------------------------------------- step 2
+
+
+def flow_input(cfg: TrialConfig, x: torch.Tensor, out, path: str) -> torch.Tensor:
+    """Flow input for one path: channel max+mean of its latent (2t, h, w), plus Table 4's extra input for F_app.
+
+    intensity: the appearance frames' intensity resized to (h, w); error_map: |x - recon| at those frames.
+    """
+    if path == "mot":
+        return pool_channels(out.mot)  # (B, Cm, T, h, w) -> (B, 2T, h, w)
+    feats = pool_channels(out.app)  # (B, Ca, T/tau, h, w) -> (B, 2T/tau, h, w)
+    if cfg.flow.extra_input == "none":
+        return feats
+    frames = x if cfg.flow.extra_input == "intensity" else (x - out.recon).abs()
+    frames = frames[:, :, :: cfg.itae.tau].mean(1)  # (B, C, T/tau, H, W) -> (B, T/tau, H, W)
+    extra = F.adaptive_avg_pool2d(frames, feats.shape[-2:])  # (B, T/tau, h, w)
+    return torch.cat([feats, extra], dim=1)
+
+
+@torch.no_grad()
+def extract_features(cfg: TrialConfig, itae: ITAE, folder: Path, path: str, videos: set[str], scenes: list[str]):
+    """(features (N, c, h, w), scene index (N,)) of every training window of `videos`, in loader order."""
+    dev = device()
+    _, loader = _loader(folder, cfg, train=False, batch=32, videos=videos)
+    feats, ys = [], []
+    for b in loader:
+        x = _to_float(b["clip"], dev)
+        feats.append(flow_input(cfg, x, itae(x), path).cpu())
+        ys.append(torch.tensor([scenes.index(s) for s in b["scene"]]))
+    return torch.cat(feats), torch.cat(ys)
+
+
+class FlowModel(nn.Module):
+    """Glow + its prior as one module, so one DeepSpeed engine optimises both."""
+
+    def __init__(self, cfg: TrialConfig, channels: int, h: int, w: int, num_classes: int):
+        super().__init__()
+        self.glow = Glow(cfg.flow.glow, channels, h, w)
+        self.prior = build_prior(cfg.flow.prior, self.glow.latent_dim, num_classes)
+
+    def forward(self, x):
+        return self.glow(x)
+
+    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+        return bits_per_dim(nll_per_dim(self.glow(x), self.prior, self.glow.input_dim))
+
+
+def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folder: Path, out: Path, report: Report | None, show: bool) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    itae = load_itae(cfg, itae_stage.path)
+    scenes = sorted({v["scene"] for v in load_manifest(train_folder)["per_video"].values()})
+    fit_videos, val_videos = set(itae_stage.info["fit_videos"]), set(itae_stage.info["val_videos"])
+    x_fit, y_fit = extract_features(cfg, itae, train_folder, path, fit_videos, scenes)
+    x_val, _ = extract_features(cfg, itae, train_folder, path, val_videos, scenes) if val_videos else (None, None)
+    c, h, w = x_fit.shape[1:]
+    model = FlowModel(cfg, c, h, w, len(scenes))
+    step = cfg.flow.train
+    dev = device()
+    with torch.no_grad():  # ActNorm's data-dependent init on a first batch, before the engine copies weights
+        model.glow(x_fit[torch.randperm(len(x_fit))[: max(step.batch_size, 64)]].to(dev))
+    steps = steps_in(len(x_fit), step.batch_size, step.max_steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def batches(epoch: int):
+        order = torch.randperm(len(x_fit), generator=gen)
+        for i in range(0, len(order) - step.batch_size + 1 if len(order) >= step.batch_size else 1, step.batch_size):
+            idx = order[i : i + step.batch_size]
+            yield x_fit[idx], y_fit[idx]
+
+    def loss_fn(engine, batch, progress):
+        xb, yb = (t.to(dev) for t in batch)
+        out = engine(xb)
+        return engine.module.prior.loss(out.z, out.logdet + out.split_logp, yb, progress)
+
+    def validate(module) -> float:
+        return float(torch.cat([module.bits_per_dim(xb.to(dev)) for xb in x_val.split(256)]).mean())
+
+    with progress_bar(f"step 2: flow {path}", steps * step.epochs, enabled=show) as advance:
+        result = fit(
+            model, loss_fn, batches, steps, step, cfg.deepspeed,
+            validate=validate if x_val is not None else None,
+            report=(lambda r: report({"stage": f"flow_{path}", **r})) if report else None,
+            fp32=True, progress=advance,
+        )
+    torch.save(model.state_dict(), out / "flow.pt")
+    return {"history": result.history, "steps": result.steps, "input_shape": [c, h, w], "scenes": scenes}
+
+
+def load_flow(cfg: TrialConfig, stage: StageRecord) -> FlowModel:
+    c, h, w = stage.info["input_shape"]
+    model = FlowModel(cfg, c, h, w, len(stage.info["scenes"]))
+    model.load_state_dict(torch.load(stage.path / "flow.pt", map_location="cpu", weights_only=True))
+    return model.eval().requires_grad_(False).to(device())
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+def _foreground_masks(test_folder: Path) -> dict[str, np.ndarray]:
+    """MOG2 foreground per test video, run over each whole video in order (ShanghaiTech option)."""
+    from vadcore.data.loader import iter_shard
+
+    frames: dict[str, list[np.ndarray]] = {}
+    folder = Path(test_folder)
+    for entry in load_manifest(folder)["shards"]:
+        for chunk in iter_shard(folder, entry):
+            frames.setdefault(chunk.video, []).append(chunk.frames)
+    return {v: mog2_foreground(np.concatenate(f)[..., 0] if f[0].shape[-1] == 1 else np.concatenate(f)) for v, f in frames.items()}
+
+
+@torch.no_grad()
+def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, StageRecord], test_folder: Path, out: Path, show: bool) -> dict[str, Any]:
+    """Per-frame R (Eq. 7, averaged over the windows containing the frame) and per-frame NLLs in bits/dim."""
+    itae = load_itae(cfg, itae_stage.path)
+    flow_models = {p: load_flow(cfg, s) for p, s in flows.items()}
+    manifest = load_manifest(test_folder)
+    masks = _foreground_masks(test_folder) if cfg.score.background == "mog2" else None
+    dev = device()
+    ds, loader = _loader(test_folder, cfg, train=False, batch=16)
+    per_video: dict[str, dict[str, list]] = {}
+    with progress_bar("scoring test windows", ds.num_windows(), enabled=show) as advance:
+        for b in loader:
+            x = _to_float(b["clip"], dev)
+            rec_out = itae(x)
+            mask = None
+            if masks is not None:
+                mask = torch.stack([torch.from_numpy(masks[v][s : s + cfg.itae.frames]) for v, s in zip(b["video"], b["start"].tolist())])
+                mask = mask[:, None].to(dev, torch.float32)  # (B, 1, T, H, W)
+            r = recon_error(x, rec_out.recon, cfg.score.patch, mask).cpu().numpy()
+            nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p)).cpu().numpy() for p, m in flow_models.items()}
+            for i, (v, s) in enumerate(zip(b["video"], b["start"].tolist())):
+                rec = per_video.setdefault(v, {"start": [], "r": [], **{p: [] for p in flow_models}})
+                rec["start"].append(s)
+                rec["r"].append(r[i])
+                for p in flow_models:
+                    rec[p].append(nll[p][i])
+            advance(len(b["video"]))
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "frame", "label", "scene", "r", "nll_app", "nll_mot")}
+    labels = _test_labels(test_folder)
+    for v in sorted(per_video):
+        n = manifest["per_video"][v]["frames"]
+        rec = per_video[v]
+        starts = np.array(rec["start"])
+        cols["video"].append(np.full(n, v))
+        cols["frame"].append(np.arange(n))
+        cols["label"].append(labels[v])
+        cols["scene"].append(np.full(n, manifest["per_video"][v]["scene"]))
+        cols["r"].append(frames_from_windows(n, starts, np.stack(rec["r"])))
+        for p in ("app", "mot"):
+            values = frames_from_windows(n, starts, np.array(rec[p]), cfg.itae.frames) if p in rec else np.full(n, np.nan)
+            cols[f"nll_{p}"].append(values)
+    np.savez(out / "scores.npz", **{k: np.concatenate(v) for k, v in cols.items()})
+    return {"frames": int(sum(len(a) for a in cols["frame"])), "videos": len(per_video)}
+
+
+def _test_labels(folder: Path) -> dict[str, np.ndarray]:
+    from vadcore.data.loader import iter_shard
+
+    out: dict[str, list[np.ndarray]] = {}
+    for entry in load_manifest(folder)["shards"]:
+        for chunk in iter_shard(folder, entry):
+            out.setdefault(chunk.video, []).append(chunk.labels)
+    return {v: np.concatenate(parts) for v, parts in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, np.ndarray] | None) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+    """Eq. 8-9 and the AUC protocols. Returns (metrics, final per-frame score, L)."""
+    from vadcore.scoring import anomaly_score
+
+    labels, videos = scores["label"].astype(int), scores["video"]
+    nll_app = None if np.isnan(scores["nll_app"]).all() else scores["nll_app"]
+    nll_mot = None if np.isnan(scores["nll_mot"]).all() else scores["nll_mot"]
+    l = combine_nll(nll_app, nll_mot)
+    metrics: dict[str, Any] = frame_auc_report(labels, videos, scores["r"], l, cfg.score.lambda_L)
+    final = anomaly_score(scores["r"], l, videos, cfg.score).score
+    metrics["auc"] = metrics["auc_micro_global"] if cfg.score.normalise == "global" else metrics["auc_micro"]
+    scenes = scores["scene"]
+    if len(set(scenes)) > 1:
+        metrics["per_scene_auc"] = per_group_auc(labels, scenes, final)
+    if kinds is not None:  # synthetic benchmark: AUC on each anomaly kind against all normal frames
+        kind = np.concatenate([kinds[v] for v in sorted(set(videos))])
+        for code, name in ((1, "appearance"), (2, "motion")):
+            keep = (kind == 0) | (kind == code)
+            if labels[keep].min() != labels[keep].max():
+                sub = frame_auc_report(labels[keep], videos[keep], scores["r"][keep], None if l is None else l[keep], cfg.score.lambda_L)
+                metrics[f"auc_micro_{name}"] = sub["auc_micro"]
+    metrics["protocol"] = {
+        "auc_micro": "all test frames concatenated, Eq. 9 min-max within each video (the paper's protocol)",
+        "auc_micro_global": "min-max over the whole test set: no per-video test statistics",
+        "auc_macro": "mean of per-video AUCs, one-class videos excluded",
+        "lambda_from_test_set": nll_app is not None and nll_mot is not None,  # Eq. 8's lambda_i use test NLL ranges
+        "dropped_frames": 0,
+    }
+    return metrics, final, l
+
+
+# ----------------------------------------------------------------------------------------------- the trial
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "deepspeed", "ray", "vad-sweeps", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, out_dir: Path, *, show: bool = True, report: Report | None = None) -> dict[str, Any]:
+    """Run (or reuse) every stage of one trial; write trial.json and frame_scores.parquet to out_dir."""
+    t_start = time.perf_counter()
+    bench = get_benchmark(cfg.data.benchmark, data_root)
+    store = StageStore(cache_root)
+    stages: dict[str, dict[str, Any]] = {}
+
+    def record(rec: StageRecord, own_seconds: float) -> None:
+        stages[rec.name] = {"key": rec.key, "status": rec.status, "seconds": round(own_seconds, 3), "build_seconds": rec.seconds}
+
+    folders = {}
+    for split in ("train", "test"):
+        t0 = time.perf_counter()
+        spec = ShardSpec(cfg.data.benchmark, split, cfg.data.height, cfg.data.width, cfg.data.channels)
+        folders[split], written = ensure_shards(bench, spec, cache_root, show_progress=show)
+        stages[f"shards_{split}"] = {"key": folders[split].name, "status": "trained" if written else "reused", "seconds": round(time.perf_counter() - t0, 3)}
+
+    c = to_dict(cfg)
+    t0 = time.perf_counter()
+    itae_slice = {"shards": folders["train"].name, "itae": c["itae"], "loss": c["loss"], "train": c["itae_train"], "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed}
+    itae_stage = store.get_or_build("itae", itae_slice, lambda out: build_itae(cfg, folders["train"], out, report, show))
+    record(itae_stage, time.perf_counter() - t0)
+
+    flows: dict[str, StageRecord] = {}
+    for path in ("app", "mot"):
+        if not getattr(cfg.flow, path):
+            continue
+        t0 = time.perf_counter()
+        flow_slice = {"itae": itae_stage.key, "glow": c["flow"]["glow"], "prior": c["flow"]["prior"], "train": c["flow"]["train"], "seed": cfg.seed}
+        if path == "app":
+            flow_slice["extra_input"] = cfg.flow.extra_input
+        flows[path] = store.get_or_build(f"flow_{path}", flow_slice, lambda out, p=path: build_flow(cfg, p, itae_stage, folders["train"], out, report, show))
+        record(flows[path], time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    score_slice = {"itae": itae_stage.key, "flows": {p: s.key for p, s in flows.items()}, "shards": folders["test"].name, "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
+    score_stage = store.get_or_build("score", score_slice, lambda out: build_scores(cfg, itae_stage, flows, folders["test"], out, show))
+    record(score_stage, time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    with np.load(score_stage.path / "scores.npz") as z:
+        scores = {k: z[k] for k in z.files}
+    kinds = None
+    if hasattr(bench, "anomaly_kinds"):
+        kinds = {v: bench.anomaly_kinds(v) for v in sorted(set(scores["video"]))}
+    metrics, final, l = evaluate(cfg, scores, kinds)
+    stages["evaluate"] = {"key": None, "status": "computed", "seconds": round(time.perf_counter() - t0, 3)}
+
+    trial = {
+        "config": c,
+        "metrics": metrics,
+        "stages": stages,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "versions": versions(),
+        "seed": cfg.seed,
+        "history": {name: rec.info.get("history", []) for name, rec in [("itae", itae_stage), *((f"flow_{p}", s) for p, s in flows.items())]},
+    }
+    write_outputs(out_dir, trial, scores, final, l)
+    return trial
+
+
+def write_outputs(out_dir: Path, trial: dict[str, Any], scores: dict[str, np.ndarray], final: np.ndarray, l: np.ndarray | None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "video": scores["video"].astype(str),
+            "frame": scores["frame"].astype(np.int32),
+            "label": scores["label"].astype(np.int8),
+            "scene": scores["scene"].astype(str),
+            "score_r": scores["r"],
+            "score_nll_app": scores["nll_app"],
+            "score_nll_mot": scores["nll_mot"],
+            "score_l": l if l is not None else np.full(len(final), np.nan),
+            "score": final,
+        }
+    )
+    tmp = out_dir / ".frame_scores.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(out_dir / "frame_scores.parquet")
+    atomic.write_json(out_dir / "trial.json", trial)
+
+
+def run_trial_cli(args, cache_root: Path) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    cfg = resolve_config(args.benchmark, args.profile, args.sets)
+    trial = run_trial(cfg, args.data_root, cache_root, Path(args.out), show=not args.no_progress)
+    table = Table(title=f"{cfg.data.benchmark} / {args.profile}: trial in {trial['seconds']:.1f} s")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    for name, s in trial["stages"].items():
+        table.add_row(name, s["status"], f"{s['seconds']:.1f}")
+    console.print(table)
+    m = trial["metrics"]
+    keys = [k for k in m if k.startswith(("auc", "r_auc", "l_auc")) and isinstance(m[k], float)]
+    console.print(json.dumps({k: round(m[k], 4) for k in keys}))
+    console.print(f"wrote {Path(args.out) / 'trial.json'} and frame_scores.parquet")
+    return 0
