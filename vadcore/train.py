@@ -116,7 +116,7 @@ def fit(
     t0 = time.perf_counter()
     for epoch in range(step.epochs):
         engine.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         n = 0
         for batch in batches(epoch):
             if n >= steps_per_epoch:
@@ -126,13 +126,13 @@ def fit(
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, step {n}")
             engine.backward(loss)
             engine.step()
-            for k, v in {"loss": loss, **parts}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            for k, v in {"loss": loss, **parts}.items():  # tensors: no device sync per step
+                sums[k] = sums.get(k, 0.0) + v.detach()
             n += 1
             done += 1
             progress(1)
         record = {"epoch": epoch + 1, "steps": n, "lr": engine.get_lr()[0]}
-        record.update({f"train_{k}": v / max(n, 1) for k, v in sums.items()})
+        record.update({f"train_{k}": float(v) / max(n, 1) for k, v in sums.items()})
         if validate is not None:
             engine.eval()
             with torch.no_grad():

@@ -1,0 +1,39 @@
+# vad-sweeps recipes. Fresh machine: ./dev RECIPE (installs into .venv first).
+
+set dotenv-load := false
+
+python := ".venv/bin/python"
+data_root := env_var_or_default("VAD_DATA_ROOT", "../shared/data")
+
+# list recipes
+default:
+    @just --list
+
+# the fast test suite (CI runs this)
+test *ARGS:
+    {{python}} -m pytest -q {{ARGS}}
+
+# long accuracy runs, on purpose
+test-slow *ARGS:
+    {{python}} -m pytest -q -m slow {{ARGS}}
+
+# one smoke trial on the bundled synthetic benchmark (no data needed)
+smoke out="runs/smoke":
+    {{python}} -m vadcore run --benchmark synthetic --profile smoke --out {{out}}
+
+# one trial on a benchmark: just trial ped2 smoke
+trial benchmark="ped2" profile="smoke" *ARGS:
+    {{python}} -m vadcore run --benchmark {{benchmark}} --data-root {{data_root}} --profile {{profile}} --out runs/{{benchmark}}-{{profile}} {{ARGS}}
+
+# write shards for a benchmark: just shard ped2 smoke
+shard benchmark="ped2" profile="smoke":
+    {{python}} -m vadcore shard {{benchmark}} --data-root {{data_root}} --profile {{profile}}
+
+# print Table 1 shapes and parameter counts
+describe profile="paper" benchmark="synthetic":
+    {{python}} -m vadcore describe --benchmark {{benchmark}} --profile {{profile}}
+
+# speed figures: shard writing, loader throughput, ITAE step GFLOP/s
+bench:
+    {{python}} benchmarks/bench_data.py --data-root {{data_root}}
+    {{python}} benchmarks/bench_model.py
