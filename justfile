@@ -37,3 +37,11 @@ describe profile="paper" benchmark="synthetic":
 bench:
     {{python}} benchmarks/bench_data.py --data-root {{data_root}}
     {{python}} benchmarks/bench_model.py
+
+# run a sweep (synthetic benchmark, smoke profile unless the file says otherwise): just sweep ablation-paths
+sweep NAME *ARGS:
+    {{python}} -m sweeps run {{NAME}} {{ARGS}}
+
+# list the sweeps in sweeps/
+sweeps:
+    {{python}} -m sweeps list

@@ -26,7 +26,7 @@ from vadcore import atomic
 from vadcore.config import TrialConfig, resolve_config
 from vadcore.configtools import to_dict
 from vadcore.data import get_benchmark
-from vadcore.data.loader import ClipDataset, load_manifest
+from vadcore.data.loader import ClipDataset, iter_shard, load_manifest
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.evaluate import frame_auc_report, per_group_auc
 from vadcore.models.glow import Glow, bits_per_dim, nll_per_dim
@@ -55,8 +55,9 @@ def split_videos(manifest: dict[str, Any], fraction: float, seed: int) -> tuple[
     return set(videos) - val, val
 
 
-def _loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: set[str] | None = None, epoch: int = 0):
-    stride = cfg.data.train_stride if train else cfg.data.test_stride
+def _loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: set[str] | None = None, epoch: int = 0, stride: int | None = None):
+    """Windows of the training split (shuffled, train=True) or in order (train=False: every frame covered)."""
+    stride = stride or (cfg.data.train_stride if train else cfg.data.test_stride)
     ds = ClipDataset(folder, cfg.itae.frames, stride, train=train, seed=cfg.seed, videos=videos)
     ds.set_epoch(epoch)
     workers = cfg.data.loader_workers
@@ -85,7 +86,7 @@ def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report |
         return reconstruction_loss(x, out.recon, cfg.loss)
 
     def validate(module) -> float:
-        _, loader = _loader(train_folder, cfg, train=False, batch=cfg.itae_train.batch_size, videos=val_videos)
+        _, loader = _loader(train_folder, cfg, train=False, batch=cfg.itae_train.batch_size, videos=val_videos, stride=cfg.data.train_stride)
         losses = [reconstruction_loss(x := _to_float(b["clip"], dev), module(x).recon, cfg.loss)[0].item() for b in loader]
         return float(np.mean(losses))
 
@@ -134,7 +135,7 @@ def flow_input(cfg: TrialConfig, x: torch.Tensor, out, path: str) -> torch.Tenso
 def extract_features(cfg: TrialConfig, itae: ITAE, folder: Path, path: str, videos: set[str], scenes: list[str]):
     """(features (N, c, h, w), scene index (N,)) of every training window of `videos`, in loader order."""
     dev = device()
-    _, loader = _loader(folder, cfg, train=False, batch=32, videos=videos)
+    _, loader = _loader(folder, cfg, train=False, batch=32, videos=videos, stride=cfg.data.train_stride)
     feats, ys = [], []
     for b in loader:
         x = _to_float(b["clip"], dev)
@@ -175,9 +176,7 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def batches(epoch: int):
-        order = torch.randperm(len(x_fit), generator=gen)
-        for i in range(0, len(order) - step.batch_size + 1 if len(order) >= step.batch_size else 1, step.batch_size):
-            idx = order[i : i + step.batch_size]
+        for idx in torch.randperm(len(x_fit), generator=gen).split(step.batch_size):
             yield x_fit[idx], y_fit[idx]
 
     def loss_fn(engine, batch, progress):
@@ -211,8 +210,6 @@ def load_flow(cfg: TrialConfig, stage: StageRecord) -> FlowModel:
 
 def _foreground_masks(test_folder: Path) -> dict[str, np.ndarray]:
     """MOG2 foreground per test video, run over each whole video in order (ShanghaiTech option)."""
-    from vadcore.data.loader import iter_shard
-
     frames: dict[str, list[np.ndarray]] = {}
     folder = Path(test_folder)
     for entry in load_manifest(folder)["shards"]:
@@ -242,21 +239,21 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
             r = recon_error(x, rec_out.recon, cfg.score.patch, mask).cpu().numpy()
             nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p)).cpu().numpy() for p, m in flow_models.items()}
             for i, (v, s) in enumerate(zip(b["video"], b["start"].tolist())):
-                rec = per_video.setdefault(v, {"start": [], "r": [], **{p: [] for p in flow_models}})
+                rec = per_video.setdefault(v, {"start": [], "r": [], "label": np.zeros(manifest["per_video"][v]["frames"], np.uint8), **{p: [] for p in flow_models}})
                 rec["start"].append(s)
+                rec["label"][s : s + cfg.itae.frames] = b["labels"][i].numpy()
                 rec["r"].append(r[i])
                 for p in flow_models:
                     rec[p].append(nll[p][i])
             advance(len(b["video"]))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "frame", "label", "scene", "r", "nll_app", "nll_mot")}
-    labels = _test_labels(test_folder)
     for v in sorted(per_video):
         n = manifest["per_video"][v]["frames"]
         rec = per_video[v]
         starts = np.array(rec["start"])
         cols["video"].append(np.full(n, v))
         cols["frame"].append(np.arange(n))
-        cols["label"].append(labels[v])
+        cols["label"].append(rec["label"])
         cols["scene"].append(np.full(n, manifest["per_video"][v]["scene"]))
         cols["r"].append(frames_from_windows(n, starts, np.stack(rec["r"])))
         for p in ("app", "mot"):
@@ -264,16 +261,6 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
             cols[f"nll_{p}"].append(values)
     np.savez(out / "scores.npz", **{k: np.concatenate(v) for k, v in cols.items()})
     return {"frames": int(sum(len(a) for a in cols["frame"])), "videos": len(per_video)}
-
-
-def _test_labels(folder: Path) -> dict[str, np.ndarray]:
-    from vadcore.data.loader import iter_shard
-
-    out: dict[str, list[np.ndarray]] = {}
-    for entry in load_manifest(folder)["shards"]:
-        for chunk in iter_shard(folder, entry):
-            out.setdefault(chunk.video, []).append(chunk.labels)
-    return {v: np.concatenate(parts) for v, parts in out.items()}
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -325,6 +312,28 @@ def versions() -> dict[str, str]:
     return out
 
 
+def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore) -> dict[str, dict[str, Any]]:
+    """The config slice of every cached stage, upstream keys included: what a stage's output depends on.
+
+    The single source of truth for stage identity: `run_trial` builds with it, `python -m sweeps show`
+    plans with it (shard_keys: the shard folders' names, which hash the shard spec and the source files).
+    """
+    c = to_dict(cfg)
+    itae = {"shards": shard_keys["train"], "itae": c["itae"], "loss": c["loss"], "train": c["itae_train"], "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed}
+    slices = {"itae": itae}
+    itae_key = store.key("itae", itae)
+    flow_keys = {}
+    for path in ("app", "mot"):
+        if getattr(cfg.flow, path):
+            flow = {"itae": itae_key, "glow": c["flow"]["glow"], "prior": c["flow"]["prior"], "train": c["flow"]["train"], "seed": cfg.seed}
+            if path == "app":
+                flow["extra_input"] = cfg.flow.extra_input
+            slices[f"flow_{path}"] = flow
+            flow_keys[path] = store.key(f"flow_{path}", flow)
+    slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
+    return slices
+
+
 def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, out_dir: Path, *, show: bool = True, report: Report | None = None) -> dict[str, Any]:
     """Run (or reuse) every stage of one trial; write trial.json and frame_scores.parquet to out_dir."""
     t_start = time.perf_counter()
@@ -342,26 +351,21 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         folders[split], written = ensure_shards(bench, spec, cache_root, show_progress=show)
         stages[f"shards_{split}"] = {"key": folders[split].name, "status": "trained" if written else "reused", "seconds": round(time.perf_counter() - t0, 3)}
 
-    c = to_dict(cfg)
+    slices = stage_slices(cfg, {split: f.name for split, f in folders.items()}, store)
     t0 = time.perf_counter()
-    itae_slice = {"shards": folders["train"].name, "itae": c["itae"], "loss": c["loss"], "train": c["itae_train"], "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed}
-    itae_stage = store.get_or_build("itae", itae_slice, lambda out: build_itae(cfg, folders["train"], out, report, show))
+    itae_stage = store.get_or_build("itae", slices["itae"], lambda out: build_itae(cfg, folders["train"], out, report, show))
     record(itae_stage, time.perf_counter() - t0)
 
     flows: dict[str, StageRecord] = {}
     for path in ("app", "mot"):
-        if not getattr(cfg.flow, path):
-            continue
-        t0 = time.perf_counter()
-        flow_slice = {"itae": itae_stage.key, "glow": c["flow"]["glow"], "prior": c["flow"]["prior"], "train": c["flow"]["train"], "seed": cfg.seed}
-        if path == "app":
-            flow_slice["extra_input"] = cfg.flow.extra_input
-        flows[path] = store.get_or_build(f"flow_{path}", flow_slice, lambda out, p=path: build_flow(cfg, p, itae_stage, folders["train"], out, report, show))
-        record(flows[path], time.perf_counter() - t0)
+        if f"flow_{path}" in slices:
+            t0 = time.perf_counter()
+            build = lambda out, p=path: build_flow(cfg, p, itae_stage, folders["train"], out, report, show)  # noqa: E731
+            flows[path] = store.get_or_build(f"flow_{path}", slices[f"flow_{path}"], build)
+            record(flows[path], time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    score_slice = {"itae": itae_stage.key, "flows": {p: s.key for p, s in flows.items()}, "shards": folders["test"].name, "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
-    score_stage = store.get_or_build("score", score_slice, lambda out: build_scores(cfg, itae_stage, flows, folders["test"], out, show))
+    score_stage = store.get_or_build("score", slices["score"], lambda out: build_scores(cfg, itae_stage, flows, folders["test"], out, show))
     record(score_stage, time.perf_counter() - t0)
 
     t0 = time.perf_counter()
@@ -374,7 +378,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
     stages["evaluate"] = {"key": None, "status": "computed", "seconds": round(time.perf_counter() - t0, 3)}
 
     trial = {
-        "config": c,
+        "config": to_dict(cfg),
         "metrics": metrics,
         "stages": stages,
         "seconds": round(time.perf_counter() - t_start, 3),

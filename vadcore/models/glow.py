@@ -7,9 +7,9 @@ multi-scale architecture, after RealNVP). With the prior of ``hgad_prior.py``:
 
     log p(x) = prior.log_prob(z) + split_logp + logdet                                      (ITAE Eq. 2)
 
-Paper shapes (K = 32, L = 3, input (B, 2t, 32, 32)): levels see (8t, 16, 16), (8t, 8, 8), (8t, 4, 4) after
-their squeezes; z is (B, 8t * 4 * 4) and D_top = C*H*W / 2**(L-1). Choices the paper leaves open are
-recorded in ``vadcore/models/README.md``.
+Paper shapes (K = 32, L = 3, input (B, 2t, 32, 32)): the levels run on (8t, 16, 16), (16t, 8, 8) and
+(32t, 4, 4) after their squeezes, the splits drop (4t, 16, 16) and (8t, 8, 8), and z is (B, 512t):
+D_top = C*H*W / 2**(L-1). Choices the paper leaves open are recorded in ``vadcore/models/README.md``.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ LOG_2PI = math.log(2 * math.pi)
 
 @dataclass(frozen=True)
 class GlowConfig:
-    """Architecture of one Glow; defaults are the ITAE paper's ("we use K = 32, L = 3")."""
+    """Architecture of one Glow; defaults are the ITAE paper's ("K = 32 and L = 3 (L = 1 for UCSD)")."""
 
     steps: int = 32  # K flow steps per level (paper: 32)
     levels: int = 3  # L levels, a squeeze each, a split after all but the last (paper: 3; 1 for UCSD)
     hidden: int = 512  # width of the coupling networks (Glow: 512)
-    split_prior: bool = True  # split-off halves ~ Gaussian with mean/log-std learned from the kept half; False: N(0, I)
+    split_prior: bool = True  # split-off halves ~ N(mean, std) predicted from the kept half (Glow); False: N(0, I)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field out of range."""

@@ -36,7 +36,7 @@ class PriorConfig:
     kind: str = "gaussian"  # "gaussian" = N(0, I) (ITAE), "hgad" = hierarchical Gaussian mixture
     centres: int = 10  # M, intra-class centres per class, the main one included (HGAD reference: 10)
     lambda1: float = 1.0  # weight of L_g, the inter-class mixture NLL (reference: 1)
-    lambda2: float = 100.0  # weight of L_mi, in NLL nats per class-CE nat (reference: 100, effectively 100 * D)
+    lambda2: float = 1.0  # weight of L_mi; 1 = L_g + L_mi is the joint NLL -log p(x, y) / D (see README)
     label_smoothing: float = 0.02  # eps of the label-smoothed cross-entropy L_mi (reference: 0.02)
     stage_a_fraction: float = 0.08  # first fraction of training without L_intra (reference: 2 of 25 epochs)
 
@@ -85,7 +85,7 @@ class GaussianPrior(nn.Module):
         return -0.5 * (z * z).sum(1) - 0.5 * self.dim * LOG_2PI
 
     def loss(self, z: Tensor, jac: Tensor, y: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
-        """NLL in nats per dimension of z; `y` and `progress` are part of the interface, unused."""
+        """-log p(x) / D with D = dim(z) (= nll_per_dim when L = 1); `y` and `progress` are unused."""
         nll = -(self.log_prob(z) + jac).mean() / self.dim
         return nll, {"nll": nll.detach()}
 

@@ -1,0 +1,144 @@
+"""Sweeps command line: list, show (expanded trials and their stage keys, nothing runs), run, resume.
+
+    python -m sweeps list
+    python -m sweeps show ablation-paths
+    python -m sweeps run ablation-paths                       # synthetic benchmark, smoke profile, Ray in-process
+    python -m sweeps run ablation-paths --benchmarks ped2 --data-root ../shared/data --profile smoke
+    python -m sweeps run path/to/my-sweep.toml --set itae_train.epochs=1 --results /tmp/results
+    python -m sweeps resume ablation-paths                    # same options as the last run; finished trials kept
+    ray job submit -- python -m sweeps run search             # on a cluster ($RAY_ADDRESS is set)
+
+NAME is a file in sweeps/ (without .toml) or a path to a .toml file. Errors the user can fix print one line
+and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vadcore.errors import VadError
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="smoke | laptop | paper (default: the sweep file's)")
+    p.add_argument("--benchmarks", nargs="+", help="benchmarks to run (default: the sweep file's)")
+    p.add_argument("--data-root", help="folder holding ped2/, avenue/, shanghaitech/ (default: $VAD_DATA_ROOT)")
+    p.add_argument("--cache", help="shared stage cache (default: $VAD_CACHE or .cache/vad)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override on every trial, repeatable")
+
+
+def cmd_list(args) -> int:
+    from rich.console import Console
+
+    from sweeps.spec import available, load_sweep
+
+    console = Console()
+    for name in available():
+        spec = load_sweep(name)
+        kind = f"grid of {len(spec.grid)}" if spec.grid else f"search, {spec.search.num_samples} samples"
+        console.print(f"[bold]{name}[/]: {spec.description} ({kind}; {', '.join(spec.benchmarks)}; {spec.profile})", highlight=False)
+    return 0
+
+
+def cmd_show(args) -> int:
+    import os
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sweeps.runner import stage_keys
+    from sweeps.spec import expand, load_sweep
+    from vadcore.__main__ import cache_root
+
+    console = Console()
+    spec = load_sweep(args.name)
+    data_root = args.data_root or os.environ.get("VAD_DATA_ROOT")
+    plans = expand(spec, args.benchmarks, args.profile, args.sets, data_root=data_root)
+    table = Table(title=f"{spec.name}: {len(plans)} trial(s)" + (" (search: the base config sampled parameters are set on)" if spec.search else ""))
+    for col in ("trial", "itae", "flow_app", "flow_mot", "score"):
+        table.add_column(col)
+    cache = cache_root(args.cache)
+    distinct: dict[str, set[str]] = {}
+    for p in plans:
+        keys = stage_keys(p, cache, data_root)
+        for k in ("itae", "flow_app", "flow_mot"):
+            if k in keys:
+                distinct.setdefault(k, set()).add(keys[k])
+        table.add_row(p.trial_id, *(keys.get(k, "-")[:10] for k in ("itae", "flow_app", "flow_mot", "score")))
+    console.print(table)
+    console.print("distinct stages to train: " + ", ".join(f"{k} {len(v)}" for k, v in distinct.items()))
+    for p in plans:
+        console.print(f"{p.trial_id}: {p.command}", highlight=False, soft_wrap=True)
+    if spec.search:
+        console.print("search space: " + ", ".join(f"{k}={v}" for k, v in spec.search.space.items()), highlight=False)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from sweeps.runner import RunOptions, print_summary, run_sweep
+    from sweeps.spec import load_sweep
+
+    console = Console()
+    spec = load_sweep(args.name)
+    opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets)
+    records = run_sweep(spec, opts, console)
+    print_summary(spec, records, console)
+    return 1 if any(r["status"] == "failed" for r in records) else 0
+
+
+def cmd_resume(args) -> int:
+    from rich.console import Console
+
+    from sweeps.runner import load_run_options, print_summary, run_sweep
+    from sweeps.spec import load_sweep
+
+    console = Console()
+    file, opts = load_run_options(load_sweep(args.name), args.results)
+    spec = load_sweep(file)
+    if args.address:
+        opts.address = args.address
+    records = run_sweep(spec, opts, console)
+    print_summary(spec, records, console)
+    return 1 if any(r["status"] == "failed" for r in records) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the sweeps in sweeps/").set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="expanded trials, their stage keys and reproducing commands; runs nothing")
+    p.add_argument("name")
+    _run_args(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("run", help="run a sweep on Ray Tune (in-process Ray unless --address / $RAY_ADDRESS)")
+    p.add_argument("name")
+    _run_args(p)
+    p.add_argument("--results", default="results", help="results folder (default: results/); the sweep writes results/<name>/")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else Ray starts in-process)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="re-run a sweep with its last options; finished trials and stages are kept")
+    p.add_argument("name")
+    p.add_argument("--results", default="results")
+    p.add_argument("--address")
+    p.set_defaults(func=cmd_resume)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except VadError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: `python -m sweeps resume NAME` continues where this stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""Run a sweep on Ray Tune: one Tune trial per plan (grid) or per Optuna sample (search), each running
+`vadcore.pipeline.run_trial` against ONE shared stage cache, so trials that share a stage (an ITAE, a flow)
+train it once and reuse it — the pipeline's lock-and-reuse cache does the sharing, whatever the concurrency.
+
+Layout of results/<sweep>/:
+    sweep.json               the options of the last run (resume reads them)
+    ray/                     Tune's experiment storage
+    optuna.db                the Optuna study (search sweeps; optuna-dashboard sqlite:///results/<sweep>/optuna.db)
+    trials/<id>/plan.json    variant, benchmark, seed, overrides, the reproducing command
+    trials/<id>/trial.json   the pipeline's record (metrics, stages trained/reused) — its presence = finished
+    trials/<id>/error.json   a failed trial's error
+
+A plan whose trial.json exists is skipped on `run` and `resume`: finished trials keep their results, and the
+stage cache reuses every finished stage of the others.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vadcore import atomic
+from vadcore.configtools import stable_hash
+from vadcore.errors import ConfigError
+from sweeps.spec import SweepSpec, TrialPlan, check, expand, make_plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RunOptions:
+    profile: str | None = None
+    benchmarks: list[str] | None = None
+    data_root: str | None = None
+    results: str = "results"
+    cache: str | None = None  # default: $VAD_CACHE or .cache/vad, as `python -m vadcore`
+    address: str | None = None
+    sets: list[str] = field(default_factory=list)
+    quiet: bool = False  # no per-trial progress lines (tests)
+
+
+# ---------------------------------------------------------------------------------------------- stage keys
+
+
+def stage_keys(plan: TrialPlan, cache_root: Path, data_root: str | None) -> dict[str, str]:
+    """The stage keys `run_trial` will use for this plan, computed without running anything.
+
+    Shard keys need the benchmark's source fingerprint; without data they are "?".
+    """
+    from vadcore.data import get_benchmark
+    from vadcore.data.shards import ShardSpec
+    from vadcore.errors import VadError
+    from vadcore.pipeline import stage_slices
+    from vadcore.stages import StageStore
+
+    cfg, store = plan.config, StageStore(cache_root)
+    try:
+        bench = get_benchmark(cfg.data.benchmark, data_root)
+        shards = {s: ShardSpec(cfg.data.benchmark, s, cfg.data.height, cfg.data.width, cfg.data.channels).folder(cache_root, bench.fingerprint(s)).name for s in ("train", "test")}
+    except VadError:
+        return {"shards": "? (no data)"}
+    keys = {"shards_train": shards["train"], "shards_test": shards["test"]}
+    keys.update({name: store.key(name, slice_) for name, slice_ in stage_slices(cfg, shards, store).items()})
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------- the trial
+
+
+def split_test_videos(videos: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(validation, held-out) test videos: a seeded split by video, at least one of each."""
+    videos = sorted(videos)
+    n_val = min(len(videos) - 1, max(1, round(fraction * len(videos))))
+    val = sorted(random.Random(seed).sample(videos, n_val))
+    return val, sorted(set(videos) - set(val))
+
+
+def subset_aucs(out_dir: Path, lambda_L: float, fraction: float, seed: int) -> dict[str, Any]:
+    """val_auc / test_auc (Eq. 9, per-video min-max) on the two halves of the test videos."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from vadcore.evaluate import frame_auc_report
+
+    t = pq.read_table(out_dir / "frame_scores.parquet").to_pydict()
+    videos = np.asarray(t["video"])
+    val, held = split_test_videos(sorted(set(videos.tolist())), fraction, seed)
+    labels, r, l = np.asarray(t["label"]), np.asarray(t["score_r"]), np.asarray(t["score_l"], dtype=float)
+    out: dict[str, Any] = {"val_videos": val, "test_videos": held}
+    for name, keep_videos in (("val_auc", val), ("test_auc", held)):
+        keep = np.isin(videos, keep_videos)
+        try:
+            rep = frame_auc_report(labels[keep], videos[keep], r[keep], None if np.isnan(l).all() else l[keep], lambda_L)
+            out[name] = float(rep["auc_micro"])
+        except ValueError:  # one class only in that half
+            out[name] = float("nan")
+    return out
+
+
+def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan], bench: str | None, opts: dict[str, Any]) -> None:
+    """One Tune trial: run the pipeline trial of a plan, report per-epoch val_loss and the final metrics."""
+    import torch
+    from ray import tune
+
+    from vadcore.pipeline import run_trial
+
+    torch.set_num_threads(max(1, int(spec.resources.cpu)))
+    if "plan" in config:
+        plan = plans[config["plan"]]
+    else:  # a search sample: the dotted keys Optuna chose, on the first seed
+        params = {k: v for k, v in config.items()}
+        name = f"trial-{stable_hash(params, 8)}"
+        plan = make_plan(spec, name, params, bench, spec.seeds[0], opts["profile"], opts["sets"], data_root=opts["data_root"])
+    out = Path(opts["trials"]) / plan.trial_id
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"variant": plan.variant, "benchmark": plan.benchmark, "seed": plan.seed, "overrides": plan.overrides,
+            "command": plan.command.replace("--out runs/", f"--out {opts['trials']}/"), "tune_trial_id": tune.get_context().get_trial_id()}
+    atomic.write_json(out / "plan.json", info)
+    last = {"val_loss": float("nan")}
+
+    def report(r: dict[str, Any]) -> None:
+        last["val_loss"] = float(r.get("val_loss", r.get("train_loss", float("nan"))))
+        row = {"stage": r["stage"], "epoch": r["epoch"], "val_loss": last["val_loss"], "train_loss": float(r.get("train_loss", float("nan")))}
+        if spec.search is not None:  # Tune and OptunaSearch want the objective in every result: nan until the end
+            row.setdefault(spec.search.metric, float("nan"))
+        tune.report(row)
+
+    try:
+        trial = run_trial(plan.config, opts["data_root"], Path(opts["cache"]), out, show=False, report=report)
+    except Exception as e:
+        atomic.write_json(out / "error.json", {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        raise
+    metrics = {k: v for k, v in trial["metrics"].items() if isinstance(v, (int, float))}
+    if spec.search is not None:
+        sub = subset_aucs(out, plan.config.score.lambda_L, spec.search.val_fraction, spec.search.seed)
+        metrics.update(val_auc=sub["val_auc"], test_auc=sub["test_auc"])
+        atomic.write_json(out / "plan.json", {**info, **sub})
+    tune.report({**metrics, "val_loss": last["val_loss"], "stage": "done", "trial_seconds": trial["seconds"]})
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+
+def _progress_callback(total: int, metric: str | None, mode: str, names: list[str]):
+    from ray import tune
+
+    class Progress(tune.Callback):
+        """One line per finished or failed trial: done/running/failed, current best, ETA."""
+
+        def __init__(self):
+            self.t0 = time.perf_counter()
+            self.done = self.failed = 0
+            self.running: set[str] = set()
+            self.best: float | None = None
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running.add(trial.trial_id)
+
+        def _line(self, what: str) -> None:
+            n = self.done + self.failed
+            el = time.perf_counter() - self.t0
+            eta = f", ETA {el / n * (total - n):.0f} s" if 0 < n < total else ""
+            best = f", best {metric} {self.best:.4f}" if self.best is not None else ""
+            from rich import get_console  # not held by the callback: Tune pickles its callbacks
+
+            get_console().print(f"[{n}/{total}] {what} — {self.done} done, {len(self.running)} running, {self.failed} failed{best}, {el:.0f} s{eta}", highlight=False)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.running.discard(trial.trial_id)
+            self.done += 1
+            value = (trial.last_result or {}).get(metric) if metric else None
+            if isinstance(value, float) and not math.isnan(value):
+                if self.best is None or (value > self.best if mode == "max" else value < self.best):
+                    self.best = value
+            self._line(f"finished {self.name(trial)}")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.running.discard(trial.trial_id)
+            self.failed += 1
+            self._line(f"[red]FAILED[/] {self.name(trial)}")
+
+        def name(self, trial) -> str:
+            i = trial.config.get("plan")
+            return names[i] if i is not None and i < len(names) else trial.trial_id
+
+    return Progress()
+
+
+# ---------------------------------------------------------------------------------------------- the sweep
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to a cluster (--address, or $RAY_ADDRESS under `ray job submit`) or start Ray in-process.
+
+    Returns True when this call started a local Ray (the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address if address.startswith(("ray://", "auto")) or ":" in address else "auto", configure_logging=False)
+        return False
+    ray.init(
+        address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+        configure_logging=False, log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}},
+    )
+    return True
+
+
+def sweep_dir(spec: SweepSpec, results: str) -> Path:
+    return Path(results).expanduser().resolve() / spec.name
+
+
+def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str, Any]]:
+    """Run every unfinished trial of the sweep; return the records of all trials (finished before or now)."""
+    from rich.console import Console
+
+    from vadcore.__main__ import cache_root
+
+    console = console or Console()
+    check(spec, tuple(opts.benchmarks) if opts.benchmarks else None, opts.profile, opts.sets)
+    root = sweep_dir(spec, opts.results)
+    trials_dir = root / "trials"
+    trials_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_root(opts.cache)
+    atomic.write_json(root / "sweep.json", {"file": str(spec.path), **opts.__dict__, "cache": str(cache)})
+    profile = opts.profile or spec.profile
+    shared = {"trials": str(trials_dir), "cache": str(cache), "data_root": opts.data_root, "profile": profile, "sets": opts.sets}
+
+    started = init_ray(opts.address)
+    try:
+        t0 = time.perf_counter()
+        if spec.grid:
+            plans = expand(spec, opts.benchmarks, opts.profile, opts.sets, data_root=opts.data_root)
+            todo = [i for i, p in enumerate(plans) if not (trials_dir / p.trial_id / "trial.json").is_file()]
+            if len(todo) < len(plans):
+                console.print(f"{len(plans) - len(todo)} of {len(plans)} trials already finished: kept, not re-run")
+            if todo:
+                _fit(spec, opts, root, {"plan": _grid(todo)}, plans, None, shared, len(todo), console, search=None)
+        else:
+            for bench in opts.benchmarks or spec.benchmarks:
+                done = sum(1 for f in trials_dir.glob("*/trial.json") if json.loads(f.with_name("plan.json").read_text())["benchmark"] == bench)
+                left = spec.search.num_samples - done
+                if done:
+                    console.print(f"{bench}: {done} of {spec.search.num_samples} search trials already finished; the Optuna study continues")
+                if left > 0:
+                    _fit(spec, opts, root, _search_space(spec), [], bench, shared, left, console, search=_optuna(spec, root, bench))
+        console.print(f"sweep {spec.name}: {time.perf_counter() - t0:.1f} s")
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return collect(trials_dir)
+
+
+def _grid(indices: list[int]):
+    from ray import tune
+
+    return tune.grid_search(indices)
+
+
+def _search_space(spec: SweepSpec) -> dict[str, Any]:
+    from ray import tune
+
+    space = {}
+    for key, p in spec.search.space.items():
+        if p.choices is not None:
+            space[key] = tune.choice(list(p.choices))
+        elif isinstance(p.low, int) and isinstance(p.high, int):
+            space[key] = (tune.lograndint if p.log else tune.randint)(p.low, p.high + 1)
+        else:
+            space[key] = (tune.loguniform if p.log else tune.uniform)(p.low, p.high)
+    return space
+
+
+def _optuna(spec: SweepSpec, root: Path, bench: str):
+    """OptunaSearch whose study lives in results/<sweep>/optuna.db (load_if_exists: a resumed sweep continues it)."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
+    return OptunaSearch(metric=spec.search.metric, mode=spec.search.mode, storage=storage, study_name=f"{spec.name}-{bench}",
+                        sampler=optuna.samplers.TPESampler(seed=spec.search.seed))
+
+
+def _fit(spec, opts, root, param_space, plans, bench, shared, total, console, *, search) -> None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = None
+    if spec.scheduler.type == "asha":
+        s = spec.scheduler
+        scheduler = ASHAScheduler(metric="val_loss", mode="min", time_attr="training_iteration", grace_period=s.grace_period,
+                                  max_t=s.max_t, reduction_factor=s.reduction_factor)
+    metric, mode = (spec.search.metric, spec.search.mode) if spec.search else ("auc", "max")
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, spec=spec, plans=plans, bench=bench, opts=shared),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    callbacks = [] if opts.quiet else [_progress_callback(total, metric, mode, [p.trial_id for p in plans])]
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search, scheduler=scheduler, num_samples=total if search else 1,
+            max_concurrent_trials=spec.max_concurrent or None, trial_dirname_creator=lambda t: t.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(root / "ray"),
+            failure_config=tune.FailureConfig(max_failures=0), callbacks=callbacks, verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+# ---------------------------------------------------------------------------------------------- collection
+
+
+def collect(trials_dir: Path) -> list[dict[str, Any]]:
+    """One flat record per trial folder: plan fields, status, metrics, stage statuses, error."""
+    out = []
+    for plan_file in sorted(Path(trials_dir).glob("*/plan.json")):
+        rec = json.loads(plan_file.read_text())
+        rec["id"] = plan_file.parent.name
+        trial_file, err_file = plan_file.with_name("trial.json"), plan_file.with_name("error.json")
+        if trial_file.is_file():
+            t = json.loads(trial_file.read_text())
+            rec.update(status="finished", metrics=t["metrics"], stages={k: s["status"] for k, s in t["stages"].items()},
+                       stage_keys={k: s["key"] for k, s in t["stages"].items()}, seconds=t["seconds"])
+        elif err_file.is_file():
+            rec.update(status="failed", error=json.loads(err_file.read_text())["error"])
+        else:
+            rec.update(status="stopped")  # killed, or stopped early by ASHA before its final metrics
+        out.append(rec)
+    return out
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if isinstance(v, float) and not math.isnan(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return f"{m:.4f} ± {sd:.4f}"
+
+
+def stage_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How many times each stage kind was trained across the sweep (each build is 'trained' in one record)."""
+    counts = {"itae": 0, "flow": 0}
+    for r in records:
+        for name, status in r.get("stages", {}).items():
+            if status == "trained" and name == "itae":
+                counts["itae"] += 1
+            elif status == "trained" and name.startswith("flow_"):
+                counts["flow"] += 1
+    return counts
+
+
+def summary_table(spec: SweepSpec, records: list[dict[str, Any]]):
+    from rich.table import Table
+
+    extra = ["val_auc", "test_auc"] if spec.search else []
+    table = Table(title=f"sweep {spec.name}: {spec.description}")
+    for col in ("variant", "benchmark", "seeds", "status", "auc_micro", "auc_micro_global", "auc_macro", *extra, "stages"):
+        table.add_column(col, justify="right" if col.startswith(("auc", "val", "test")) else "left")
+    order = [v.name for v in spec.grid]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["variant"], r["benchmark"]), []).append(r)
+    for (variant, bench), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][0])):
+        ok = [r for r in rs if r["status"] == "finished"]
+        status = "ok" if len(ok) == len(rs) else ", ".join(f"{n} {s}" for s in ("finished", "failed", "stopped") if (n := sum(r["status"] == s for r in rs)))
+        if any(r["status"] == "failed" for r in rs):
+            status += ": " + next(r["error"] for r in rs if r["status"] == "failed")[:80]
+        stages = " ".join(f"{k.removeprefix('flow_')}:{'/'.join(sorted({r['stages'][k][0] for r in ok}))}" for k in ("itae", "flow_app", "flow_mot", "score") if ok and k in ok[0]["stages"])
+        cells = [_mean_std([r["metrics"].get(k, float("nan")) for r in ok]) for k in ("auc_micro", "auc_micro_global", "auc_macro")]
+        cells += [_mean_std([r["metrics"].get(k, float("nan")) if k in r["metrics"] else r.get(k, float("nan")) for r in ok]) for k in extra]
+        table.add_row(variant, bench, ",".join(str(r["seed"]) for r in rs), status, *cells, stages)
+    return table
+
+
+def print_summary(spec: SweepSpec, records: list[dict[str, Any]], console) -> None:
+    console.print(summary_table(spec, records))
+    c = stage_counts(records)
+    console.print(f"stages trained in this sweep: {c['itae']} ITAE, {c['flow']} flow (t = trained, r = reused); "
+                  f"{sum(r['status'] == 'failed' for r in records)} failed trial(s); reproduce any trial with the command in trials/<id>/plan.json")
+
+
+def load_run_options(spec: SweepSpec, results: str) -> tuple[str, RunOptions]:
+    """The file and options of a sweep's last run, for `resume`."""
+    f = sweep_dir(spec, results) / "sweep.json"
+    if not f.is_file():
+        raise ConfigError(f"nothing to resume: {f} does not exist (run `python -m sweeps run {spec.name}` first)")
+    saved = json.loads(f.read_text())
+    file = saved.pop("file")
+    return file, RunOptions(**{k: v for k, v in saved.items() if k in RunOptions.__dataclass_fields__})

@@ -1,0 +1,360 @@
+"""A sweep file (TOML) as typed, frozen dataclasses, validated on load, and its expansion into trial plans.
+
+A sweep is either a grid of named variants (Table 3's columns) or an Optuna search space; both run every
+configured benchmark and seed. Loading resolves the config of every (benchmark, variant) pair, so an
+impossible variant (tau not dividing T, Glow levels too deep for the latent) fails before anything runs, with
+the file and the variant named.
+
+    spec = load_sweep("ablation-paths")          # a name in sweeps/, or a path to a .toml file
+    plans = expand(spec, extra_sets=["itae_train.epochs=1"])
+    plans[0].command  # 'python -m vadcore run --benchmark synthetic --profile smoke --set ... --out ...'
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vadcore.config import PROFILES, TrialConfig, resolve_config
+from vadcore.configtools import flatten, load_toml, merge, parse_sets, unflatten
+from vadcore.errors import ConfigError
+
+SWEEP_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One grid column: a name and dotted config overrides on top of the sweep's `fixed` table."""
+
+    name: str
+    set: dict[str, Any] = field(default_factory=dict)  # {"flow.app": false, "itae.paths": "app"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One search dimension: either `choices`, or a range `low`..`high` (float, or int when both are ints)."""
+
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False  # sample the range on a log scale
+
+
+@dataclass(frozen=True)
+class Search:
+    metric: str = "val_auc"  # reported by every trial: AUC on a seeded validation subset of test videos
+    mode: str = "max"  # "max" | "min"
+    num_samples: int = 8  # Optuna trials per benchmark and seed
+    seed: int = 0  # the Optuna sampler's seed
+    val_fraction: float = 0.5  # fraction of test videos in the validation subset (seeded split by video)
+    space: dict[str, Param] = field(default_factory=dict)  # dotted config key -> Param
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    type: str = "none"  # "none" | "asha"
+    grace_period: int = 1  # ASHA: epochs (reports) before a trial may be stopped
+    max_t: int = 100  # ASHA: most reports a trial makes
+    reduction_factor: int = 2
+    # ASHA's metric is always the training-side "val_loss" (held-out normal training videos), never a test AUC.
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0  # CPUs per trial (Ray resource and torch threads)
+    gpu: float = 0.0  # GPU fraction per trial
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    path: Path
+    description: str = ""
+    benchmarks: tuple[str, ...] = ("synthetic",)
+    profile: str = "smoke"
+    seeds: tuple[int, ...] = (0,)
+    fixed: dict[str, Any] = field(default_factory=dict)  # nested like TrialConfig, merged into every trial
+    grid: tuple[Variant, ...] = ()
+    search: Search | None = None
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    resources: Resources = field(default_factory=Resources)
+    max_concurrent: int = 2  # trials running at once (0 = as many as resources allow)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial of a grid sweep: what it runs, and the command that runs it outside the sweep."""
+
+    variant: str
+    benchmark: str
+    seed: int
+    overrides: dict[str, Any]  # flat dotted keys: fixed <- variant <- seed <- extra --set
+    config: TrialConfig
+    command: str
+
+    @property
+    def trial_id(self) -> str:
+        return f"{self.variant}-{self.benchmark}-s{self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+_TOP = {"name", "description", "benchmarks", "profile", "seeds", "fixed", "grid", "search", "scheduler", "resources", "max_concurrent"}
+
+
+def available() -> list[str]:
+    """Names of the sweep files shipped in sweeps/."""
+    return sorted(p.stem for p in SWEEP_DIR.glob("*.toml"))
+
+
+def sweep_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"sweep file {p} does not exist")
+        return p.resolve()
+    path = SWEEP_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown sweep {str(name_or_path)!r}; allowed: {', '.join(available())} (or a path to a .toml file)")
+    return path
+
+
+class _Checker:
+    """Type checks that name the file and the field."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, msg: str) -> None:
+        raise ConfigError(f"{self.path}: {msg}")
+
+    def table(self, value: Any, where: str, allowed: set[str] | None = None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(f"{where} must be a table, got {value!r}")
+        if allowed is not None:
+            unknown = sorted(set(value) - allowed)
+            if unknown:
+                self.fail(f"unknown field {where + '.' if where else ''}{unknown[0]}; allowed: {', '.join(sorted(allowed))}")
+        return value
+
+    def typed(self, value: Any, tp: type | tuple[type, ...], where: str) -> Any:
+        tps = tp if isinstance(tp, tuple) else (tp,)
+        ok = any(type(value) is t or (t is float and type(value) is int) for t in tps)
+        if not ok:
+            names = " or ".join(t.__name__ for t in tps)
+            self.fail(f"{where}={value!r} must be {names}, got {type(value).__name__}")
+        return float(value) if tps == (float,) else value
+
+    def choice(self, value: Any, allowed: tuple[str, ...], where: str) -> str:
+        if value not in allowed:
+            self.fail(f"{where}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
+        return value
+
+    def list_of(self, value: Any, tp: type, where: str, nonempty: bool = True) -> tuple:
+        if not isinstance(value, list):
+            self.fail(f"{where}={value!r} must be a list")
+        if nonempty and not value:
+            self.fail(f"{where} must not be empty")
+        return tuple(self.typed(v, tp, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _dataclass_fields(c: _Checker, cls: type, data: dict[str, Any], where: str, types: dict[str, Any]) -> Any:
+    c.table(data, where, set(types))
+    kwargs = {k: c.typed(v, types[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def load_sweep(name_or_path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file; every error is a ConfigError naming the file and the field."""
+    from vadcore.data import BENCHMARKS
+
+    path = sweep_path(name_or_path)
+    c = _Checker(path)
+    raw = c.table(load_toml(path), "", _TOP)
+    kw: dict[str, Any] = {"name": c.typed(raw.get("name", path.stem), str, "name"), "path": path}
+    if "description" in raw:
+        kw["description"] = c.typed(raw["description"], str, "description")
+    if "benchmarks" in raw:
+        kw["benchmarks"] = c.list_of(raw["benchmarks"], str, "benchmarks")
+        for b in kw["benchmarks"]:
+            if b not in BENCHMARKS:
+                c.fail(f"benchmarks: {b!r} unknown; allowed: {', '.join(BENCHMARKS)}")
+    if "profile" in raw:
+        kw["profile"] = c.choice(raw["profile"], PROFILES, "profile")
+    if "seeds" in raw:
+        kw["seeds"] = c.list_of(raw["seeds"], int, "seeds")
+    if "fixed" in raw:
+        kw["fixed"] = c.table(raw["fixed"], "fixed")
+    if "max_concurrent" in raw:
+        kw["max_concurrent"] = c.typed(raw["max_concurrent"], int, "max_concurrent")
+        if kw["max_concurrent"] < 0:
+            c.fail(f"max_concurrent={kw['max_concurrent']} must be >= 0 (0 = as many as resources allow)")
+    if "resources" in raw:
+        kw["resources"] = _dataclass_fields(c, Resources, raw["resources"], "resources", {"cpu": float, "gpu": float})
+        if kw["resources"].cpu <= 0 or kw["resources"].gpu < 0:
+            c.fail(f"resources: cpu={kw['resources'].cpu} must be > 0 and gpu={kw['resources'].gpu} >= 0")
+    if "scheduler" in raw:
+        s = _dataclass_fields(c, Scheduler, raw["scheduler"], "scheduler", {"type": str, "grace_period": int, "max_t": int, "reduction_factor": int})
+        c.choice(s.type, ("none", "asha"), "scheduler.type")
+        if not 1 <= s.grace_period <= s.max_t:
+            c.fail(f"scheduler: grace_period={s.grace_period} must be in [1, max_t={s.max_t}]")
+        kw["scheduler"] = s
+    has_grid, has_search = "grid" in raw, "search" in raw
+    if has_grid == has_search:
+        c.fail("a sweep needs exactly one of [[grid]] (named variants) or [search] (an Optuna space); found " + ("both" if has_grid else "neither"))
+    if has_grid:
+        kw["grid"] = _load_grid(c, raw["grid"])
+    else:
+        kw["search"] = _load_search(c, raw["search"])
+    spec = SweepSpec(**kw)
+    if spec.grid and spec.scheduler.type != "none":
+        c.fail(f"scheduler.type={spec.scheduler.type!r} only makes sense with [search]; a grid runs every variant to the end")
+    check(spec)
+    return spec
+
+
+def _load_grid(c: _Checker, value: Any) -> tuple[Variant, ...]:
+    if not isinstance(value, list) or not value:
+        c.fail("grid must be a non-empty list of [[grid]] tables, each with a name and a `set` table")
+    out, seen = [], set()
+    for i, entry in enumerate(value):
+        c.table(entry, f"grid[{i}]", {"name", "set"})
+        if "name" not in entry:
+            c.fail(f"grid[{i}] needs a name")
+        name = c.typed(entry["name"], str, f"grid[{i}].name")
+        if not name or any(ch in name for ch in "/ \\") or name in seen:
+            c.fail(f"grid[{i}].name={name!r} must be unique, non-empty, without spaces or slashes")
+        seen.add(name)
+        sets = flatten(c.table(entry.get("set", {}), f"grid[{i}].set"))  # accepts dotted keys and subtables
+        out.append(Variant(name, sets))
+    return tuple(out)
+
+
+def _load_search(c: _Checker, value: Any) -> Search:
+    t = c.table(value, "search", {"metric", "mode", "num_samples", "seed", "val_fraction", "space"})
+    kw: dict[str, Any] = {}
+    for k, tp in (("metric", str), ("mode", str), ("num_samples", int), ("seed", int), ("val_fraction", float)):
+        if k in t:
+            kw[k] = c.typed(t[k], tp, f"search.{k}")
+    c.choice(kw.get("mode", "max"), ("max", "min"), "search.mode")
+    if kw.get("num_samples", 1) < 1:
+        c.fail(f"search.num_samples={kw['num_samples']} must be >= 1")
+    if not 0 < kw.get("val_fraction", 0.5) < 1:
+        c.fail(f"search.val_fraction={kw['val_fraction']} must be in (0, 1)")
+    space_raw = c.table(t.get("space", {}), "search.space")
+    space = {}
+    for key, p in flatten_space(space_raw).items():
+        where = f"search.space.{key}"
+        c.table(p, where, {"choices", "low", "high", "log"})
+        if ("choices" in p) == ("low" in p or "high" in p):
+            c.fail(f"{where} needs either choices = [...] or low/high (and optional log), not both or neither")
+        if "choices" in p:
+            if not isinstance(p["choices"], list) or not p["choices"]:
+                c.fail(f"{where}.choices={p['choices']!r} must be a non-empty list")
+            space[key] = Param(choices=tuple(p["choices"]))
+        else:
+            if "low" not in p or "high" not in p:
+                c.fail(f"{where} needs both low and high")
+            low, high = c.typed(p["low"], (int, float), f"{where}.low"), c.typed(p["high"], (int, float), f"{where}.high")
+            log = c.typed(p.get("log", False), bool, f"{where}.log")
+            if not low < high or (log and low <= 0):
+                c.fail(f"{where}: low={low} must be < high={high}" + (" and > 0 with log = true" if log else ""))
+            space[key] = Param(low=low, high=high, log=log)
+    if not space:
+        c.fail("search.space must name at least one dotted config key, e.g. [search.space] \"itae.tau\" = {choices = [1, 2, 4]}")
+    return Search(**kw, space=space)
+
+
+def flatten_space(space: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """{"itae": {"tau": {"choices": [...]}}} or {"itae.tau": {...}} -> {"itae.tau": {"choices": [...]}}."""
+    out = {}
+    for k, v in space.items():
+        if isinstance(v, dict) and not ({"choices", "low", "high", "log"} & set(v)):
+            out.update(flatten_space(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check(spec: SweepSpec, benchmarks: tuple[str, ...] | None = None, profile: str | None = None, extra_sets: list[str] | None = None) -> None:
+    """Resolve every (benchmark, variant) config (for a search: every choice, and each range's ends)."""
+    for bench in benchmarks or spec.benchmarks:
+        for label, overrides in _variants_to_check(spec):
+            try:
+                resolve_config(bench, profile or spec.profile, extra_sets, extra=merge(spec.fixed, unflatten(overrides)))
+            except ConfigError as e:
+                raise ConfigError(f"{spec.path}: {label} on benchmark {bench!r} is not a valid trial: {e}") from None
+
+
+def _variants_to_check(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
+    if spec.grid:
+        return [(f"variant {v.name!r}", v.set) for v in spec.grid]
+    out = [("the search's fixed config", {})]
+    for key, p in spec.search.space.items():
+        values = p.choices if p.choices is not None else (p.low, p.high)
+        out += [(f"search.space.{key}={v!r}", {key: v}) for v in values]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- expansion
+
+
+def command(benchmark: str, profile: str, overrides: dict[str, Any], out: str, data_root: str | None = None) -> str:
+    """The `python -m vadcore run` line that reproduces a trial outside the sweep."""
+    parts = ["python", "-m", "vadcore", "run", "--benchmark", benchmark, "--profile", profile]
+    if data_root:
+        parts += ["--data-root", str(data_root)]
+    for k, v in overrides.items():
+        parts += ["--set", f"{k}={toml_value(v)}"]
+    parts += ["--out", out]
+    return shlex.join(parts)
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def plan_overrides(spec: SweepSpec, variant: dict[str, Any], seed: int, extra_sets: list[str] | None) -> dict[str, Any]:
+    flat = {**flatten(spec.fixed), **variant, "seed": seed}
+    if extra_sets:
+        flat.update(flatten(parse_sets(extra_sets)))
+    return flat
+
+
+def make_plan(spec: SweepSpec, name: str, variant: dict[str, Any], bench: str, seed: int, profile: str,
+              extra_sets: list[str] | None, out_root: str = "runs", data_root: str | None = None) -> TrialPlan:
+    flat = plan_overrides(spec, variant, seed, extra_sets)
+    try:
+        cfg = resolve_config(bench, profile, None, extra=unflatten(flat))
+    except ConfigError as e:
+        raise ConfigError(f"{spec.path}: variant {name!r} on benchmark {bench!r} is not a valid trial: {e}") from None
+    trial_id = f"{name}-{bench}-s{seed}"
+    return TrialPlan(name, bench, seed, flat, cfg, command(bench, profile, flat, f"{out_root}/{trial_id}", data_root))
+
+
+def expand(spec: SweepSpec, benchmarks: list[str] | None = None, profile: str | None = None, extra_sets: list[str] | None = None,
+           *, out_root: str = "runs", data_root: str | None = None) -> list[TrialPlan]:
+    """Every (variant, benchmark, seed) trial of a grid; for a search, one base plan per benchmark and seed
+    (the fixed config the sampled parameters are set on)."""
+    from vadcore.data import BENCHMARKS
+
+    for b in benchmarks or ():
+        if b not in BENCHMARKS:
+            raise ConfigError(f"--benchmarks: {b!r} unknown; allowed: {', '.join(BENCHMARKS)}")
+    if profile is not None and profile not in PROFILES:
+        raise ConfigError(f"--profile {profile!r} unknown; allowed: {', '.join(PROFILES)}")
+    profile = profile or spec.profile
+    variants = [(v.name, v.set) for v in spec.grid] if spec.grid else [("search-base", {})]
+    return [
+        make_plan(spec, name, sets, bench, seed, profile, extra_sets, out_root, data_root)
+        for bench in (benchmarks or spec.benchmarks)
+        for name, sets in variants
+        for seed in spec.seeds
+    ]

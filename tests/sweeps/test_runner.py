@@ -1,0 +1,85 @@
+"""A 3-trial grid on Ray (local, 127.0.0.1, 2 concurrent): stage sharing, a failing trial recorded while the
+others finish, show's stage keys equal the run's, and resume keeps finished trials."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sweeps.runner import RunOptions, collect, run_sweep, stage_counts, stage_keys
+from sweeps.spec import expand, load_sweep
+from tests.test_pipeline import TINY
+
+SWEEP = """
+name = "tiny"
+benchmarks = ["synthetic"]
+max_concurrent = 2
+[fixed.flow]
+app = false
+[[grid]]
+name = "no-mot"
+set = { "flow.mot" = false }
+[[grid]]
+name = "mot"
+set = { "flow.mot" = true }
+[[grid]]
+name = "broken"
+set = { "data.benchmark" = "ped2" }  # valid config, but no data root: fails at run time
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def swept(ray_local, tmp_path_factory, monkeypatch_module):
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "tiny.toml").write_text(SWEEP)
+    monkeypatch_module.delenv("VAD_DATA_ROOT", raising=False)
+    spec = load_sweep(root / "tiny.toml")
+    opts = RunOptions(results=str(root / "results"), cache=str(root / "cache"), sets=list(TINY), quiet=True)
+    return root, spec, opts, run_sweep(spec, opts)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as m:
+        yield m
+
+
+def test_grid_trials_share_the_itae_and_a_failure_is_recorded(swept):
+    root, spec, opts, records = swept
+    by = {r["variant"]: r for r in records}
+    assert by["no-mot"]["status"] == by["mot"]["status"] == "finished"
+    for v in ("no-mot", "mot"):
+        assert (root / "results/tiny/trials" / f"{v}-synthetic-s0" / "trial.json").is_file()
+    assert sorted([by["no-mot"]["stages"]["itae"], by["mot"]["stages"]["itae"]]) == ["reused", "trained"]
+    assert stage_counts(records) == {"itae": 1, "flow": 1}
+    assert by["broken"]["status"] == "failed" and "ped2" in by["broken"]["error"]
+    assert by["mot"]["command"].startswith("python -m vadcore run --benchmark synthetic --profile smoke --set flow.app=false")
+
+
+def test_show_keys_match_the_keys_the_run_recorded(swept):
+    root, spec, opts, records = swept
+    plans = {p.trial_id: p for p in expand(spec, extra_sets=opts.sets)}
+    for r in records:
+        if r["status"] == "finished":
+            keys = stage_keys(plans[r["id"]], root / "cache", None)
+            assert keys == {k: v for k, v in r["stage_keys"].items() if k != "evaluate"}
+
+
+def test_resume_keeps_finished_trials(swept):
+    root, spec, opts, records = swept
+    before = {r["id"]: r["seconds"] for r in records if r["status"] == "finished"}
+    tjson = root / "results/tiny/trials/mot-synthetic-s0/trial.json"
+    mtime = tjson.stat().st_mtime
+    again = run_sweep(spec, RunOptions(**{**opts.__dict__, "sets": [s for s in opts.sets if s != "x"]}))
+    assert tjson.stat().st_mtime == mtime
+    assert {r["id"]: r["seconds"] for r in again if r["status"] == "finished"} == before
+    assert json.loads((root / "results/tiny/sweep.json").read_text())["sets"] == list(opts.sets)
