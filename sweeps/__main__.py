@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vadcore.errors import VadError
+from vadcore.__main__ import guarded
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -128,16 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_resume)
 
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except VadError as e:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: `python -m sweeps resume NAME` continues where this stopped", file=sys.stderr)
-        return 130
+    return guarded(args.func, args, "interrupted: `python -m sweeps resume NAME` continues where this stopped")
 
 
 if __name__ == "__main__":

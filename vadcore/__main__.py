@@ -90,15 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_run)
 
     args = parser.parse_args(argv)
+    return guarded(args.func, args)
+
+
+def guarded(func, args: argparse.Namespace, interrupted: str = "interrupted") -> int:
+    """Run a subcommand: a VadError is one red paragraph and exit code 2, Ctrl-C exit code 130."""
     try:
-        return args.func(args)
+        return func(args)
     except VadError as e:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
 
 

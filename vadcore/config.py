@@ -100,6 +100,13 @@ class TrialConfig:
         h, w = m.latent_size(d.height, d.width)
         if self.flow.app or self.flow.mot:
             self.flow.glow.check_input(2, h, w)
+        p = self.score.nll_patch
+        if p and (self.flow.app or self.flow.mot):
+            if self.flow.prior.kind != "gaussian":
+                raise ConfigError(f"score.nll_patch={p} needs flow.prior.kind='gaussian' (a mixture prior has a fixed dimension)")
+            if p > min(h, w):
+                raise ConfigError(f"score.nll_patch={p} must fit the {h}x{w} latent")
+            self.flow.glow.check_input(2, p, p)
 
 
 def _profile_tables(profile: str) -> dict[str, Any]:

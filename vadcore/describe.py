@@ -63,8 +63,8 @@ def _config_table(cfg: TrialConfig, benchmark: str, profile: str) -> Table:
         ("channels C", d.channels),
         ("clip length T", m.frames),
         ("tau (appearance reads T/tau frames)", f"{m.tau} ({m.frames // m.tau} frames)"),
-        ("appearance channels conv1-4", fmt_shape(m.app_widths).replace("×", ", ")),
-        ("motion channels conv1-4", fmt_shape(m.mot_widths).replace("×", ", ") if m.paths == "app+mot" else "off (one-path AE)"),
+        ("appearance channels conv1-4", ", ".join(map(str, m.app_widths))),
+        ("motion channels conv1-4", ", ".join(map(str, m.mot_widths)) if m.paths == "app+mot" else "off (one-path AE)"),
         ("spatial strides / latent h×w", f"{tuple(m.spatial_strides)} / {h}×{w}"),
         ("batch size ITAE / flows", f"{cfg.itae_train.batch_size} / {cfg.flow.train.batch_size}"),
     ):
@@ -89,8 +89,7 @@ def _glow_rows(glow_cfg: GlowConfig, cfg: TrialConfig, suffix: str) -> list[tupl
     for name, (c, h, w) in flow_inputs(cfg).items():
         with torch.device("meta"):
             glow = Glow(glow_cfg, c, h, w)
-        k, L = glow_cfg.steps, glow_cfg.levels
-        rows.append((name + suffix, f"{k} / {L} / {glow_cfg.hidden}", fmt_shape((c, h, w)), f"{glow.latent_dim:,}", f"{count_parameters(glow):,}"))
+        rows.append((name + suffix, f"{glow_cfg.steps} / {glow_cfg.levels} / {glow_cfg.hidden}", fmt_shape((c, h, w)), f"{glow.latent_dim:,}", f"{count_parameters(glow):,}"))
     return rows
 
 
@@ -120,11 +119,11 @@ def describe(benchmark: str, profile: str, sets: list[str]) -> None:
         flows.add_column(col, justify="left" if col == "model" else "right")
     rows = _glow_rows(cfg.flow.glow, cfg, "")
     note = None
-    if profile == "paper" and cfg.flow.glow != GlowConfig():  # the profile departs from the paper's K=32, L=3
+    if profile == "paper" and cfg.flow.glow != GlowConfig():  # not the K=32, L=3 of GlowConfig() (Ped2: L=1)
         try:
             rows += _glow_rows(GlowConfig(), cfg, " (paper K=32, L=3)")
         except ConfigError as e:
-            note = f"the paper's Glow (K=32, L=3) does not fit here: {e}"
+            note = f"Glow with K=32, L=3 does not fit this latent: {e}"
     for row in rows:
         flows.add_row(*row)
     console.print(flows)

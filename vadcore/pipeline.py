@@ -30,7 +30,7 @@ from vadcore.data.loader import ClipDataset, iter_shard, load_manifest
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.evaluate import frame_auc_report, per_group_auc
 from vadcore.models.glow import Glow, bits_per_dim, nll_per_dim
-from vadcore.models.hgad_prior import build_prior
+from vadcore.models.hgad_prior import GaussianPrior, build_prior
 from vadcore.models.itae import ITAE, pool_channels
 from vadcore.models.losses import reconstruction_loss
 from vadcore.progress import progress_bar
@@ -155,8 +155,20 @@ class FlowModel(nn.Module):
     def forward(self, x):
         return self.glow(x)
 
-    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
-        return bits_per_dim(nll_per_dim(self.glow(x), self.prior, self.glow.input_dim))
+    def bits_per_dim(self, x: torch.Tensor, patch: int = 0) -> torch.Tensor:
+        """NLL of each input in bits/dim, (B,). patch > 0: the max over non-overlapping patch x patch crops.
+
+        The Glow is fully convolutional and the Gaussian prior factorises over elements, so a crop's NLL per
+        dimension is a local version of the whole map's: a small anomaly is not averaged away.
+        """
+        if not patch:
+            return bits_per_dim(nll_per_dim(self.glow(x), self.prior, self.glow.input_dim))
+        b, c, h, w = x.shape
+        crops = x[:, :, : h - h % patch, : w - w % patch].unfold(2, patch, patch).unfold(3, patch, patch)
+        crops = crops.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, patch, patch)  # (B * P, C, p, p)
+        out = self.glow(crops)
+        prior = GaussianPrior(out.z.shape[1])
+        return bits_per_dim(nll_per_dim(out, prior, c * patch * patch)).view(b, -1).amax(1)
 
 
 def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folder: Path, out: Path, report: Report | None, show: bool) -> dict[str, Any]:
@@ -237,7 +249,7 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
                 mask = torch.stack([torch.from_numpy(masks[v][s : s + cfg.itae.frames]) for v, s in zip(b["video"], b["start"].tolist())])
                 mask = mask[:, None].to(dev, torch.float32)  # (B, 1, T, H, W)
             r = recon_error(x, rec_out.recon, cfg.score.patch, mask).cpu().numpy()
-            nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p)).cpu().numpy() for p, m in flow_models.items()}
+            nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p), cfg.score.nll_patch).cpu().numpy() for p, m in flow_models.items()}
             for i, (v, s) in enumerate(zip(b["video"], b["start"].tolist())):
                 rec = per_video.setdefault(v, {"start": [], "r": [], "label": np.zeros(manifest["per_video"][v]["frames"], np.uint8), **{p: [] for p in flow_models}})
                 rec["start"].append(s)
@@ -330,7 +342,7 @@ def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore
                 flow["extra_input"] = cfg.flow.extra_input
             slices[f"flow_{path}"] = flow
             flow_keys[path] = store.key(f"flow_{path}", flow)
-    slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
+    slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "nll_patch": cfg.score.nll_patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
     return slices
 
 

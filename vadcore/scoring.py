@@ -37,10 +37,14 @@ class ScoreConfig:
     # 240x360). A profile at a smaller resolution needs a proportionally smaller patch; the pipeline passes it.
     normalise: Literal["video", "global"] = "video"  # Eq. 9 min-max: within each video (paper) or over the test set
     background: Literal["none", "mog2"] = "none"  # "mog2": zero the error on MOG2 background (paper, ShanghaiTech)
+    nll_patch: int = 0  # 0: a window's NLL is the flow's over its whole pooled latent (paper, Eq. 8); p > 0: the
+    # max over non-overlapping p x p latent patches of their NLL (ours: the patch-max of R applied to L)
 
     def validate(self) -> None:
         if not (self.lambda_L >= 0 and np.isfinite(self.lambda_L)):
             raise ConfigError(f"score.lambda_L={self.lambda_L!r} must be a finite number >= 0")
+        if self.nll_patch < 0:
+            raise ConfigError(f"score.nll_patch={self.nll_patch!r} must be 0 (whole latent) or a patch size > 0")
         if self.patch < 0:
             raise ConfigError(f"score.patch={self.patch!r} must be 0 (mean over pixels) or a patch size > 0")
         for name, allowed in (("normalise", NORMALISE), ("background", BACKGROUND)):

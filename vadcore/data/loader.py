@@ -34,6 +34,8 @@ def load_manifest(folder: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Chunk:
+    """Consecutive frames of one video from `start` on: a shard sample, or a loader window of T frames."""
+
     video: str
     scene: str
     start: int
@@ -97,16 +99,7 @@ def _decode(sample: dict[str, bytes]) -> Chunk:
     return Chunk(meta["video"], meta["scene"], meta["start"], frames, labels)
 
 
-@dataclass(frozen=True)
-class Window:
-    video: str
-    scene: str
-    start: int
-    frames: np.ndarray  # (T, H, W, C) uint8
-    labels: np.ndarray  # (T,) uint8
-
-
-def video_windows(chunks: Iterator[Chunk], frames: int, stride: int, cover_all: bool, lengths: dict[str, int]) -> Iterator[Window]:
+def video_windows(chunks: Iterator[Chunk], frames: int, stride: int, cover_all: bool, lengths: dict[str, int]) -> Iterator[Chunk]:
     """Windows of `frames` consecutive frames every `stride` frames, video by video.
 
     cover_all (test): one more window flush with each video's end, so every frame lies in some window.
@@ -117,13 +110,13 @@ def video_windows(chunks: Iterator[Chunk], frames: int, stride: int, cover_all: 
     video = scene = None
     labels: np.ndarray | None = None
 
-    def finish() -> Iterator[Window]:
+    def finish() -> Iterator[Chunk]:
         n = lengths[video]
         if n < frames:
             raise DataError(f"video {video} has {n} frames, fewer than a window of {frames}; lower itae.frames")
         if cover_all and (next_start - stride + frames < n):
             s = n - frames - buf_start
-            yield Window(video, scene, n - frames, buf[s : s + frames], labels[s : s + frames])
+            yield Chunk(video, scene, n - frames, buf[s : s + frames], labels[s : s + frames])
 
     for chunk in chunks:
         if chunk.video != video:
@@ -138,7 +131,7 @@ def video_windows(chunks: Iterator[Chunk], frames: int, stride: int, cover_all: 
             labels = np.concatenate([labels, chunk.labels])
         while next_start + frames <= buf_start + len(buf):
             s = next_start - buf_start
-            yield Window(video, scene, next_start, buf[s : s + frames], labels[s : s + frames])
+            yield Chunk(video, scene, next_start, buf[s : s + frames], labels[s : s + frames])
             next_start += stride
         keep = max(0, min(next_start, buf_start + len(buf) - frames) - buf_start)  # drop frames no window needs
         buf, labels, buf_start = buf[keep:], labels[keep:], buf_start + keep
@@ -194,7 +187,7 @@ class ClipDataset(IterableDataset):
             n += regular + int(tail)
         return n
 
-    def _windows(self, shards: list[dict[str, Any]]) -> Iterator[Window]:
+    def _windows(self, shards: list[dict[str, Any]]) -> Iterator[Chunk]:
         def chunks() -> Iterator[Chunk]:
             for entry in shards:
                 yield from (c for c in iter_shard(self.folder, entry) if c.video in self.lengths)
@@ -216,7 +209,7 @@ class ClipDataset(IterableDataset):
             yield {"clip": clip, "video": w.video, "scene": w.scene, "start": w.start, "labels": torch.from_numpy(w.labels)}
 
 
-def _shuffled(items: Iterator[Window], size: int, rng: random.Random) -> Iterator[Window]:
+def _shuffled(items: Iterator[Chunk], size: int, rng: random.Random) -> Iterator[Chunk]:
     buf: list[Window] = []
     for item in items:
         buf.append(item)
