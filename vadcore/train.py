@@ -57,9 +57,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _import_deepspeed():
+    """DeepSpeed, told up front that a machine without CUDA uses its CPU accelerator (no detection warning)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    return deepspeed
+
+
 def init_distributed() -> None:
     """Join the process group set up by a launcher, or start a one-process group on 127.0.0.1."""
-    import deepspeed
+    deepspeed = _import_deepspeed()
 
     if torch.distributed.is_initialized():
         return
@@ -70,6 +79,7 @@ def init_distributed() -> None:
 
 
 def device() -> torch.device:
+    _import_deepspeed()
     from deepspeed.accelerator import get_accelerator
 
     return torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
@@ -101,8 +111,7 @@ def fit(
     validate(module) -> a held-out loss computed without gradients. Adam with cosine annealing from step.lr
     to step.min_lr over the whole run, as in the paper.
     """
-    import deepspeed
-
+    deepspeed = _import_deepspeed()
     init_distributed()
     total = max(1, step.epochs * steps_per_epoch)
     engine, _, _, _ = deepspeed.initialize(

@@ -1,0 +1,198 @@
+"""A sweep's trial folders -> two Parquet tables, and the cross-sweep union.
+
+    from results.aggregate import aggregate
+    aggregate("results/ablation-paths")   # writes trials.parquet, frame_scores.parquet; updates ../all_trials.parquet
+
+Reads results/<sweep>/trials/<id>/{plan.json, trial.json | error.json, frame_scores.parquet} (the runner's
+layout, sweeps/runner.py) and never Ray's own folders. Writes, each atomically (temporary sibling + rename):
+
+    results/<sweep>/trials.parquet        one row per trial (schema: results/README.md)
+    results/<sweep>/frame_scores.parquet  every trial's frames, one row group per trial (`load_frame_scores`)
+    results/all_trials.parquet            the union of every sweep's trials.parquet, rebuilt under a lock
+
+A sweep's aggregation holds `build_lock(trials.parquet)`, the union holds `build_lock(all_trials.parquet)`:
+two sweeps finishing at once queue up instead of interleaving writes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vadcore import atomic
+from vadcore.configtools import flatten
+
+REPO = Path(__file__).resolve().parents[1]
+TRIALS = "trials.parquet"
+FRAMES = "frame_scores.parquet"
+ALL_TRIALS = "all_trials.parquet"
+
+# Leading columns, in this order; config.*, metrics.*, stage.*, versions.* follow, sorted.
+FIXED = ["sweep", "trial_id", "variant", "benchmark", "profile", "seed", "status", "error", "finished_at",
+         "seconds", "peak_rss_mb", "git_commit", "command", "tune_trial_id", "val_videos", "test_videos"]
+
+
+def git_commit(repo: Path = REPO) -> str:
+    """HEAD of the checkout at aggregation time ("+dirty" if it has uncommitted changes), or "unknown"."""
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _profile(command: str | None) -> str | None:
+    m = re.search(r"--profile\s+(\S+)", command or "")
+    return m.group(1) if m else None
+
+
+def _mtime(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+
+
+def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
+    """One flat record: plan fields, status, flattened config/metrics/stages/versions (dotted names)."""
+    plan = json.loads((trial_dir / "plan.json").read_text())
+    row: dict[str, Any] = {
+        "sweep": sweep, "trial_id": trial_dir.name, "variant": plan.get("variant"), "benchmark": plan.get("benchmark"),
+        "profile": _profile(plan.get("command")), "seed": plan.get("seed"), "status": "stopped", "error": None,
+        "finished_at": None, "seconds": None, "peak_rss_mb": None, "git_commit": commit, "command": plan.get("command"),
+        "tune_trial_id": plan.get("tune_trial_id"),
+        "val_videos": json.dumps(plan["val_videos"]) if "val_videos" in plan else None,
+        "test_videos": json.dumps(plan["test_videos"]) if "test_videos" in plan else None,
+    }
+    for k in ("val_auc", "test_auc"):  # a search trial's objective and held-out AUC live in plan.json
+        if k in plan:
+            row[f"metrics.{k}"] = plan[k]
+    trial_file, err_file = trial_dir / "trial.json", trial_dir / "error.json"
+    if trial_file.is_file():
+        t = json.loads(trial_file.read_text())
+        row.update(status="finished", finished_at=_mtime(trial_file), seconds=t.get("seconds"), peak_rss_mb=t.get("peak_rss_mb"))
+        row.update(flatten(t.get("config", {}), "config."))
+        row.update(flatten(t.get("metrics", {}), "metrics."))  # per_scene_auc.<scene>, protocol.<field> included
+        for name, s in t.get("stages", {}).items():
+            for field in ("key", "status", "seconds", "build_seconds"):
+                if field in s:
+                    row[f"stage.{name}.{field}"] = s[field]
+        row.update(flatten(t.get("versions", {}), "versions."))
+    elif err_file.is_file():
+        row.update(status="failed", finished_at=_mtime(err_file), error=json.loads(err_file.read_text()).get("error"))
+    return row
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """One typed column from Python values: bool, int64, float64 (ints promoted when mixed), timestamp or
+    string; lists and anything else mixed become JSON strings."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.array(values, pa.bool_())
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.array(values, pa.int64())
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    if present and all(isinstance(v, datetime) for v in present):
+        return pa.array(values, pa.timestamp("s", tz="UTC"))
+    if present and all(isinstance(v, str) for v in present):
+        return pa.array(values, pa.string())
+    return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values], pa.string())
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Records with differing keys -> one table; FIXED columns first, the rest sorted, missing values null."""
+    keys = {k for r in rows for k in r}
+    names = [k for k in FIXED if k in keys] + sorted(keys - set(FIXED))
+    if not rows:
+        return pa.table({k: pa.array([], pa.string()) for k in FIXED})
+    return pa.table({k: _column([r.get(k) for r in rows]) for k in names})
+
+
+def _write_table(table: pa.Table, path: Path, **kw: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, **kw)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_frame_scores(trial_dirs: list[Path], path: Path) -> int:
+    """All trials' frame_scores.parquet into one file, one row group per trial, with a leading trial_id column.
+
+    The file's metadata key b"trial_ids" is the JSON list of trial ids in row-group order. Returns the count.
+    """
+    files = [(d.name, d / FRAMES) for d in trial_dirs if (d / FRAMES).is_file() and (d / "trial.json").is_file()]
+    schemas = [pq.read_schema(f) for _, f in files]
+    base = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive") if schemas else pa.schema([])
+    schema = pa.schema([pa.field("trial_id", pa.string()), *base]).with_metadata({b"trial_ids": json.dumps([t for t, _ in files]).encode()})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, schema) as w:
+            for trial_id, f in files:
+                t = pq.read_table(f)
+                t = t.append_column("trial_id", pa.array([trial_id] * len(t), pa.string()))
+                cols = [t[n].cast(schema.field(n).type) if n in t.column_names else pa.nulls(len(t), schema.field(n).type) for n in schema.names]
+                t = pa.Table.from_arrays(cols, schema=schema)
+                w.write_table(t, row_group_size=max(1, len(t)))  # exactly one row group per trial
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(files)
+
+
+def load_frame_scores(sweep_dir: str | Path, trial_id: str) -> pa.Table:
+    """One trial's frames from results/<sweep>/frame_scores.parquet, reading only its row group."""
+    pf = pq.ParquetFile(Path(sweep_dir) / FRAMES)
+    ids = json.loads((pf.schema_arrow.metadata or {}).get(b"trial_ids", b"[]"))
+    if trial_id not in ids:
+        raise KeyError(f"trial_id={trial_id!r} has no frame scores in {sweep_dir}; trials with scores: {', '.join(ids) or 'none'}")
+    return pf.read_row_group(ids.index(trial_id))
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    """Union of tables whose columns differ: missing columns null, int/float mixes promoted."""
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def update_all_trials(results_dir: str | Path) -> Path:
+    """Rebuild results/all_trials.parquet from every results/*/trials.parquet, under an exclusive lock."""
+    results_dir = Path(results_dir)
+    out = results_dir / ALL_TRIALS
+    with atomic.build_lock(out):
+        tables = [pq.read_table(f) for f in sorted(results_dir.glob(f"*/{TRIALS}"))]
+        tables = [t for t in tables if t.num_rows]
+        _write_table(concat(tables) if tables else rows_to_table([]), out)
+    return out
+
+
+def aggregate(sweep_dir: str | Path) -> dict[str, Path]:
+    """Build results/<sweep>/trials.parquet and frame_scores.parquet from trials/*/, then all_trials.parquet.
+
+    Returns {"trials": ..., "frame_scores": ..., "all_trials": ...}. A sweep with no trials/ folder is an
+    error naming the folder.
+    """
+    from vadcore.errors import ConfigError
+
+    sweep_dir = Path(sweep_dir).resolve()
+    trials_dir = sweep_dir / "trials"
+    if not trials_dir.is_dir():
+        raise ConfigError(f"{trials_dir} does not exist: nothing to aggregate (run `python -m sweeps run {sweep_dir.name}` first)")
+    trial_dirs = sorted(p.parent for p in trials_dir.glob("*/plan.json"))
+    commit = git_commit()
+    with atomic.build_lock(sweep_dir / TRIALS):
+        table = rows_to_table([trial_row(d, sweep_dir.name, commit) for d in trial_dirs])
+        _write_table(table, sweep_dir / TRIALS)
+        write_frame_scores(trial_dirs, sweep_dir / FRAMES)
+    return {"trials": sweep_dir / TRIALS, "frame_scores": sweep_dir / FRAMES, "all_trials": update_all_trials(sweep_dir.parent)}

@@ -1,0 +1,488 @@
+"""A sweep's Parquet tables -> report.md and a self-contained report.html; all sweeps -> index.md/index.html.
+
+    python -m sweeps report ablation-paths                # re-aggregate trials/ (if present), rebuild the report
+    python -m sweeps report search --results /tmp/results
+    just report ablation-paths && just report-screenshot ablation-paths
+
+Reads only results/<sweep>/trials.parquet and frame_scores.parquet (and, for a search, optuna.db for the
+parameter importances): Ray's ray/ folder is never opened, so it may be deleted. report.md shows its figures
+from report_files/*.png beside it; report.html embeds them as base64 PNGs (one file to mail or open).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from results.aggregate import FRAMES, TRIALS, aggregate, load_frame_scores
+from results.paper import PAPER_TABLES, PaperTable
+from vadcore import atomic
+
+BENCH_ORDER = ("ped2", "avenue", "shanghaitech", "synthetic")
+AUCS = ("auc_micro", "auc_micro_global", "auc_macro")
+MAX_ROC_LINES = 10  # a search has many trials: the ROC plot keeps the best ones
+TIMELINE_VIDEOS = 3  # test videos per benchmark in the Fig. 5-like timelines
+
+
+# ---------------------------------------------------------------------------------------------- document
+
+
+@dataclass
+class Doc:
+    """Blocks rendered twice: Markdown (figures as files beside it) and HTML (figures embedded)."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def h(self, text: str, level: int = 2) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
+        self.blocks.append(("table", (headers, rows)))
+
+    def figure(self, name: str, fig, caption: str) -> None:
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        self.blocks.append(("figure", (name, buf.getvalue(), caption)))
+
+    def to_markdown(self, figure_dir: str) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, b in self.blocks:
+            if kind == "h":
+                out += ["#" * b[0] + " " + b[1], ""]
+            elif kind == "p":
+                out += [b, ""]
+            elif kind == "table":
+                headers, rows = b
+                out.append("| " + " | ".join(headers) + " |")
+                out.append("|" + "|".join("---" for _ in headers) + "|")
+                out += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+                out.append("")
+            elif kind == "figure":
+                name, _, caption = b
+                out += [f"![{caption}]({figure_dir}/{name}.png)", "", f"*{caption}*", ""]
+        return "\n".join(out)
+
+    def to_html(self) -> str:
+        e = html.escape
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(self.title)}</title><style>{CSS}</style></head><body>",
+               f"<h1>{e(self.title)}</h1>"]
+        for kind, b in self.blocks:
+            if kind == "h":
+                out.append(f"<h{b[0]}>{e(b[1])}</h{b[0]}>")
+            elif kind == "p":
+                out.append(f"<p>{e(b)}</p>")
+            elif kind == "table":
+                headers, rows = b
+                out.append("<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in headers) + "</tr></thead><tbody>")
+                out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+                out.append("</tbody></table>")
+            elif kind == "figure":
+                _, png, caption = b
+                out.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                           f"<figcaption>{e(caption)}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1300px;margin:1em auto;padding:0 1em;color:#222}"
+       "table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+       "th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}figure{margin:1em 0}img{max-width:100%}"
+       "figcaption{font-size:13px;color:#555}h2{border-bottom:1px solid #ddd;padding-bottom:3px}")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    """.959-style, like the paper's tables; "—" for no value."""
+    if v is None:
+        return "—"
+    s = f"{v:.{digits}f}"
+    return s.replace("0.", ".", 1) if s.startswith("0.") else s.replace("-0.", "-.", 1)
+
+
+def _mean_std(values: list[Any], digits: int = 4) -> str:
+    vals = [x for x in map(_num, values) if x is not None]
+    if not vals:
+        return "—"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [x for x in map(_num, values) if x is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _bench_key(b: str) -> tuple[int, str]:
+    return (BENCH_ORDER.index(b) if b in BENCH_ORDER else len(BENCH_ORDER), b)
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["benchmark"], r["variant"]), []).append(r)
+    return out
+
+
+def _variant_order(rows: list[dict[str, Any]], paper: PaperTable | None) -> list[str]:
+    names = sorted({r["variant"] for r in rows})
+    first = [c for c in paper.columns if c in names] if paper else []
+    return first + [n for n in names if n not in first]
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    return np.zeros_like(a) if not np.isfinite(hi - lo) or hi == lo else (a - lo) / (hi - lo)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end] index pairs of the True runs of a boolean array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+def _paper_section(doc: Doc, paper: PaperTable, rows: list[dict[str, Any]]) -> None:
+    doc.h(paper.title + ": ours beside the paper's")
+    doc.p("ours = mean auc_micro over seeds (the paper's protocol, below); paper = the published number; "
+          "Δ = ours − paper. Benchmarks the sweep did not run show —.")
+    g = _groups([r for r in rows if r["status"] == "finished"])
+    benches = sorted({*paper.rows, *(r["benchmark"] for r in rows)}, key=_bench_key)
+    headers = ["benchmark"] + [f"{h} {w}" for h in paper.headers for w in ("ours", "paper", "Δ")]
+    table = []
+    for b in benches:
+        cells: list[Any] = [b]
+        for i, col in enumerate(paper.columns):
+            ours = _mean([r.get("metrics.auc_micro") for r in g.get((b, col), [])])
+            ref = paper.rows[b][i] if b in paper.rows else None
+            cells += [_fmt(ours), _fmt(ref), "—" if ours is None or ref is None else f"{ours - ref:+.3f}".replace("0.", ".", 1)]
+        table.append(cells)
+    doc.table(headers, table)
+
+
+def _generic_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], search: bool) -> None:
+    doc.h("All variants: frame AUC, mean ± std over seeds")
+    extra = ["val_auc", "test_auc"] if search else []
+    headers = ["benchmark", "variant", "seeds", "status", *AUCS, "r_auc_micro", "l_auc_micro", *extra]
+    table = []
+    for (b, v), rs in sorted(_groups(rows).items(), key=lambda kv: (_bench_key(kv[0][0]), order.index(kv[0][1]))):
+        ok = [r for r in rs if r["status"] == "finished"]
+        status = ", ".join(f"{n} {s}" for s in ("finished", "failed", "stopped") if (n := sum(r["status"] == s for r in rs)))
+        table.append([b, v, ",".join(str(r["seed"]) for r in rs), status,
+                      *(_mean_std([r.get(f"metrics.{k}") for r in ok]) for k in (*AUCS, "r_auc_micro", "l_auc_micro", *extra))])
+    doc.table(headers, table)
+
+
+def _protocol_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
+    doc.h("Protocol")
+    ok = [r for r in rows if r["status"] == "finished"]
+    if not ok:
+        doc.p("no finished trial: no protocol recorded")
+        return
+    r = ok[0]
+    prot = {k.removeprefix("metrics.protocol."): v for k, v in r.items() if k.startswith("metrics.protocol.") and v is not None}
+    items = [["auc_micro", prot.get("auc_micro", "—")], ["auc_micro_global", prot.get("auc_micro_global", "—")],
+             ["auc_macro", prot.get("auc_macro", "—")],
+             ["per-video normalisation", f"score.normalise = {r.get('config.score.normalise', '—')} (Eq. 9 min-max within each test video "
+                                         "for auc_micro; the reported `auc` follows this setting)"],
+             ["lambda_i from test-set NLL ranges (Eq. 8)", prot.get("lambda_from_test_set", "—")],
+             ["dropped frames", "none" if prot.get("dropped_frames") == 0 else prot.get("dropped_frames", "—")],
+             ["test stride", r.get("config.data.test_stride", "—")]]
+    doc.table(["", "definition used"], items)
+
+
+def _roc_section(doc: Doc, sweep_dir: Path, rows: list[dict[str, Any]], order: list[str], key: str) -> None:
+    from vadcore.evaluate import roc_points
+
+    plt = _plt()
+    doc.h("ROC curves (final score, per-video normalised)")
+    ok = [r for r in rows if r["status"] == "finished"]
+    for b in sorted({r["benchmark"] for r in ok}, key=_bench_key):
+        firsts = {}
+        for r in sorted((r for r in ok if r["benchmark"] == b), key=lambda r: r["seed"]):
+            firsts.setdefault(r["variant"], r)
+        picked = sorted(firsts.values(), key=lambda r: -(_num(r.get(f"metrics.{key}")) or 0))[:MAX_ROC_LINES]
+        picked.sort(key=lambda r: order.index(r["variant"]))
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        for r in picked:
+            t = load_frame_scores(sweep_dir, r["trial_id"])
+            labels = np.asarray(t["label"].to_numpy(), int)
+            if labels.min() == labels.max():
+                continue
+            fpr, tpr = roc_points(labels, t["score"].to_numpy())
+            ax.plot(fpr, tpr, label=f"{r['variant']} ({_fmt(_num(r.get('metrics.auc_micro')))})")
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{b}: frame-level ROC (seed {picked[0]['seed']})")
+        ax.legend(fontsize=8, loc="lower right")
+        doc.figure(f"roc-{b}", fig, f"ROC per variant on {b}; legend: auc_micro")
+
+
+def _timeline_section(doc: Doc, sweep_dir: Path, rows: list[dict[str, Any]], key: str) -> None:
+    plt = _plt()
+    doc.h("Score timelines of the best variant (ground-truth anomalies shaded)")
+    ok = [r for r in rows if r["status"] == "finished"]
+    for b in sorted({r["benchmark"] for r in ok}, key=_bench_key):
+        g = {v: rs for (bb, v), rs in _groups(ok).items() if bb == b}
+        best = max(g, key=lambda v: _mean([r.get(f"metrics.{key}") for r in g[v]]) or -1)
+        r = min(g[best], key=lambda r: r["seed"])
+        t = load_frame_scores(sweep_dir, r["trial_id"]).to_pydict()
+        videos, labels = np.asarray(t["video"]), np.asarray(t["label"], int)
+        chosen = [v for v in sorted(set(videos.tolist())) if labels[videos == v].any()][:TIMELINE_VIDEOS]
+        if not chosen:
+            continue
+        fig, axes = plt.subplots(len(chosen), 1, figsize=(11, 2.3 * len(chosen)), squeeze=False)
+        for ax, v in zip(axes[:, 0], chosen):
+            sel = videos == v
+            idx = np.argsort(np.asarray(t["frame"])[sel])
+            frame = np.asarray(t["frame"])[sel][idx]
+            step = float(np.median(np.diff(frame))) if len(frame) > 1 else 1.0
+            for s, e in _runs(labels[sel][idx] == 1):
+                ax.axvspan(frame[s] - step / 2, frame[e] + step / 2, color="tab:red", alpha=0.15, lw=0)
+            ax.plot(frame, np.asarray(t["score"], float)[sel][idx], color="black", lw=1.4, label="score S (Eq. 9)")
+            ax.plot(frame, _minmax(np.asarray(t["score_r"], float)[sel][idx]), color="tab:blue", lw=0.9, alpha=0.8, label="R, normalised")
+            l = np.asarray([np.nan if x is None else x for x in t["score_l"]], float)[sel][idx]
+            if np.isfinite(l).any():
+                ax.plot(frame, _minmax(l), color="tab:green", lw=0.9, alpha=0.8, label="L, normalised")
+            ax.set_ylabel(v, fontsize=8)
+            ax.set_xlim(frame[0] - step, frame[-1] + step)
+        axes[0, 0].legend(fontsize=8, loc="upper right", ncol=3)
+        axes[0, 0].set_title(f"{b}: {best} ({r['trial_id']}), shaded = ground-truth anomalous frames")
+        axes[-1, 0].set_xlabel("frame")
+        doc.figure(f"timeline-{b}", fig, f"per-video scores on {b}, best variant {best} (like the ITAE paper's Fig. 5)")
+
+
+def _importances(sweep_dir: Path) -> tuple[dict[str, dict[str, float]], str | None]:
+    """{study name: {param: importance}} from optuna.db with optuna's get_param_importances; (…, reason) on failure."""
+    db = sweep_dir / "optuna.db"
+    if not db.is_file():
+        return {}, f"{db.name} not found"
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        url = f"sqlite:///{db}"
+        out = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name in optuna.get_all_study_names(storage=url):
+                out[name] = dict(optuna.importance.get_param_importances(optuna.load_study(study_name=name, storage=url)))
+        return out, None
+    except Exception as e:  # optuna missing, too few complete trials, a locked db: fall back, and say so
+        return {}, f"{type(e).__name__}: {e}"
+
+
+def _search_section(doc: Doc, sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
+    plt = _plt()
+    doc.h("Optuna search: history")
+    done = [r for r in rows if r["status"] == "finished" and _num(r.get("metrics.val_auc")) is not None]
+    for b in sorted({r["benchmark"] for r in done}, key=_bench_key):
+        rs = sorted((r for r in done if r["benchmark"] == b), key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0))
+        vals = np.array([r["metrics.val_auc"] for r in rs], float)
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        ax.plot(range(1, len(vals) + 1), vals, "o", label="val_auc")
+        ax.step(range(1, len(vals) + 1), np.maximum.accumulate(vals), where="post", color="tab:red", label="running best")
+        ax.set(xlabel="trial (completion order)", ylabel="val_auc", title=f"{b}: search history")
+        ax.legend(fontsize=8)
+        doc.figure(f"search-history-{b}", fig, f"val_auc per search trial on {b}, in completion order, with the running best")
+        best = rs[int(np.argmax(vals))]
+        doc.p(f"{b}: best val_auc {best['metrics.val_auc']:.4f} ({best['trial_id']}); its held-out test_auc "
+              f"{_fmt(_num(best.get('metrics.test_auc')), 4)}, auc_micro on all test videos {_fmt(_num(best.get('metrics.auc_micro')), 4)}")
+    doc.h("Optuna search: parameter importances")
+    imps, why = _importances(sweep_dir)
+    if imps:
+        doc.p("optuna.importance.get_param_importances (fANOVA) on results/<sweep>/optuna.db")
+        for study, imp in imps.items():
+            doc.table([f"{study}: parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()])
+        return
+    doc.p(f"optuna's importances unavailable ({why}); fallback: |Spearman rank correlation| of each varied config "
+          "field with val_auc, normalised to sum 1 — a correlation, not an importance")
+    for b in sorted({r["benchmark"] for r in done}, key=_bench_key):
+        rs = [r for r in done if r["benchmark"] == b]
+        y = np.array([r["metrics.val_auc"] for r in rs], float)
+        corr = {}
+        for k in sorted(k for k in rs[0] if k.startswith("config.")):
+            x = [r.get(k) for r in rs]
+            if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in x) or len(set(x)) < 2 or len(rs) < 3:
+                continue
+            rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+            c = np.corrcoef(rx, ry)[0, 1]
+            corr[k.removeprefix("config.")] = abs(c) if np.isfinite(c) else 0.0
+        total = sum(corr.values()) or 1.0
+        doc.table([f"{b}: parameter", "|rank corr| share"], [[k, f"{v / total:.3f}"] for k, v in sorted(corr.items(), key=lambda kv: -kv[1])])
+
+
+def _scene_section(doc: Doc, rows: list[dict[str, Any]], order: list[str]) -> None:
+    plt = _plt()
+    doc.h("Per-scene AUC by prior")
+    ok = [r for r in rows if r["status"] == "finished"]
+    for b in sorted({r["benchmark"] for r in ok}, key=_bench_key):
+        rs = [r for r in ok if r["benchmark"] == b]
+        scenes = sorted({k.removeprefix("metrics.per_scene_auc.") for r in rs for k, v in r.items() if k.startswith("metrics.per_scene_auc.") and v is not None})
+        if not scenes:
+            doc.p(f"{b}: one scene only: no per-scene AUC")
+            continue
+        variants = [v for v in order if any(r["variant"] == v for r in rs)]
+        label = {v: f"{v} (prior {next(r.get('config.flow.prior.kind', '?') for r in rs if r['variant'] == v)})" for v in variants}
+        means = {v: [_mean([r.get(f"metrics.per_scene_auc.{s}") for r in rs if r["variant"] == v]) for s in scenes] for v in variants}
+        overall = {v: _mean([r.get("metrics.auc_micro") for r in rs if r["variant"] == v]) for v in variants}
+        doc.table([f"{b}: scene", *(label[v] for v in variants)],
+                  [[s, *(_fmt(means[v][i], 4) for v in variants)] for i, s in enumerate(scenes)] + [["overall auc_micro", *(_fmt(overall[v], 4) for v in variants)]])
+        fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(scenes) * len(variants)), 3.6))
+        w = 0.8 / len(variants)
+        for j, v in enumerate(variants):
+            ax.bar(np.arange(len(scenes)) + j * w, [np.nan if m is None else m for m in means[v]], w, label=label[v])
+        ax.set_xticks(np.arange(len(scenes)) + 0.4 - w / 2, scenes)
+        ax.set(ylabel="frame AUC", title=f"{b}: per-scene AUC", ylim=(0, 1))
+        ax.legend(fontsize=8)
+        doc.figure(f"per-scene-{b}", fig, f"per-scene AUC on {b}, one bar per prior")
+
+
+def _stages_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
+    names = sorted({k.split(".")[1] for r in rows for k in r if k.startswith("stage.") and k.endswith(".status")})
+    if not names:
+        return
+    doc.h("Stages: trained vs reused")
+    table = []
+    for n in names:
+        st = [r.get(f"stage.{n}.status") for r in rows if r.get(f"stage.{n}.status")]
+        keys = {r.get(f"stage.{n}.key") for r in rows if r.get(f"stage.{n}.key")}
+        table.append([n, len(keys), *(sum(s == x for s in st) for x in ("trained", "reused", "computed"))])
+    doc.table(["stage", "distinct keys", "trained", "reused", "computed"], table)
+
+
+def _failures_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
+    bad = [r for r in rows if r["status"] != "finished"]
+    doc.h("Failed and stopped trials")
+    if not bad:
+        doc.p("none")
+        return
+    doc.table(["trial", "status", "error"], [[r["trial_id"], r["status"], r.get("error") or "(no final metrics: killed or stopped early)"] for r in bad])
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def _load_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    from vadcore.errors import ConfigError
+
+    f = sweep_dir / TRIALS
+    if not f.is_file():
+        raise ConfigError(f"{f} does not exist: aggregate the sweep first (`python -m sweeps report {sweep_dir.name}` does, from its trials/)")
+    return pq.read_table(f).to_pylist()
+
+
+def report(sweep_dir: str | Path) -> dict[str, Path]:
+    """Write results/<sweep>/report.md (+ report_files/*.png) and report.html from the tables; then the index."""
+    sweep_dir = Path(sweep_dir).resolve()
+    rows = _load_rows(sweep_dir)
+    name = rows[0]["sweep"] if rows else sweep_dir.name
+    paper = PAPER_TABLES.get(name)
+    search = any(_num(r.get("metrics.val_auc")) is not None for r in rows)
+    order = _variant_order(rows, paper)
+    key = "val_auc" if search else "auc_micro"  # a search picks its best trial on the validation half only
+    doc = Doc(f"Sweep {name}")
+    n = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "stopped")}
+    dates = [r["finished_at"] for r in rows if r.get("finished_at")]
+    doc.p(f"{len(rows)} trials: {n['finished']} finished, {n['failed']} failed, {n['stopped']} stopped; "
+          f"last finished {max(dates):%Y-%m-%d %H:%M UTC}" if dates else f"{len(rows)} trials")
+    doc.p("profile(s): " + ", ".join(sorted({str(r.get("profile")) for r in rows})) + "; benchmarks: "
+          + ", ".join(sorted({r["benchmark"] for r in rows}, key=_bench_key)) + "; git commit at aggregation: "
+          + ", ".join(sorted({str(r.get("git_commit")) for r in rows})))
+    if paper:
+        _paper_section(doc, paper, rows)
+    _generic_section(doc, rows, order, search)
+    _protocol_section(doc, rows)
+    if (sweep_dir / FRAMES).is_file() and n["finished"]:
+        _roc_section(doc, sweep_dir, rows, order, key)
+        _timeline_section(doc, sweep_dir, rows, key)
+    if search:
+        _search_section(doc, sweep_dir, rows)
+    priors = {r.get("config.flow.prior.kind") for r in rows if r["status"] == "finished"}
+    if name == "unified-prior" or len(priors - {None}) > 1:
+        _scene_section(doc, rows, order)
+    _stages_section(doc, rows)
+    _failures_section(doc, rows)
+    doc.h("Reproduce a trial")
+    doc.table(["trial", "command"], [[r["trial_id"], r.get("command") or "—"] for r in rows])
+
+    fig_dir = sweep_dir / "report_files"
+    for kind, b in doc.blocks:
+        if kind == "figure":
+            atomic.write_bytes(fig_dir / f"{b[0]}.png", b[1])
+    atomic.write_text(sweep_dir / "report.md", doc.to_markdown(fig_dir.name))
+    atomic.write_text(sweep_dir / "report.html", doc.to_html())
+    return {"report_md": sweep_dir / "report.md", "report_html": sweep_dir / "report.html", **write_index(sweep_dir.parent)}
+
+
+def write_index(results_dir: str | Path) -> dict[str, Path]:
+    """results/index.md and index.html: every sweep with a trials.parquet, its date, status and best auc_micro."""
+    results_dir = Path(results_dir)
+    table = []
+    for f in sorted(results_dir.glob(f"*/{TRIALS}")):
+        rows = pq.read_table(f).to_pylist()
+        dates = [r["finished_at"] for r in rows if r.get("finished_at")]
+        n = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "stopped")}
+        ok = [r for r in rows if _num(r.get("metrics.auc_micro")) is not None]
+        best = max(ok, key=lambda r: r["metrics.auc_micro"]) if ok else None
+        table.append([f.parent.name, f"{max(dates):%Y-%m-%d %H:%M}" if dates else "—",
+                      f"{n['finished']} ok, {n['failed']} failed" + (f", {n['stopped']} stopped" if n["stopped"] else ""),
+                      f"{best['metrics.auc_micro']:.4f} ({best['variant']}, {best['benchmark']})" if best else "—",
+                      f"{f.parent.name}/report.html" if (f.parent / "report.html").is_file() else "—"])
+    headers = ["sweep", "date (UTC)", "trials", "best auc_micro (variant, benchmark)", "report"]
+    doc = Doc("Sweeps")
+    doc.p("Every sweep under results/ with a trials.parquet. Cross-sweep table: all_trials.parquet "
+          "(duckdb: select sweep, variant, benchmark, \"metrics.auc_micro\" from 'results/all_trials.parquet').")
+    doc.table(headers, table)
+    md, page = doc.to_markdown(""), doc.to_html()
+    for row in table:  # links: relative to results/
+        if row[-1] != "—":
+            md = md.replace(f"| {row[-1]} |", f"| [report]({row[-1]}) |")
+            page = page.replace(f"<td>{html.escape(row[-1])}</td>", f"<td><a href='{html.escape(row[-1])}'>report</a></td>")
+    with atomic.build_lock(results_dir / "index.html"):
+        atomic.write_text(results_dir / "index.md", md)
+        atomic.write_text(results_dir / "index.html", page)
+    return {"index_md": results_dir / "index.md", "index_html": results_dir / "index.html"}
+
+
+def publish(sweep_dir: str | Path) -> dict[str, Path]:
+    """Aggregate trials/ into the tables (when the sweep folder still has them), then write the report and index."""
+    sweep_dir = Path(sweep_dir).resolve()
+    paths: dict[str, Path] = {}
+    if (sweep_dir / "trials").is_dir():
+        paths.update(aggregate(sweep_dir))
+    paths.update(report(sweep_dir))
+    return paths
