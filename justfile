@@ -45,3 +45,12 @@ sweep NAME *ARGS:
 # list the sweeps in sweeps/
 sweeps:
     {{python}} -m sweeps list
+
+# tables and report of a finished sweep, from results/NAME/ alone (no Ray): just report ablation-paths
+report NAME *ARGS:
+    {{python}} -m sweeps report {{NAME}} {{ARGS}}
+
+# screenshot results/NAME/report.html in headless Chromium (apt-get install -y chromium) to results/NAME/report.png
+report-screenshot NAME:
+    chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir=$(mktemp -d) --screenshot={{justfile_directory()}}/results/{{NAME}}/report.png --window-size=1400,2400 file://{{justfile_directory()}}/results/{{NAME}}/report.html
+    @echo "wrote results/{{NAME}}/report.png"

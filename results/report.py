@@ -15,6 +15,7 @@ import html
 import io
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,7 @@ class Doc:
             elif kind == "table":
                 headers, rows = b
                 out.append("<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in headers) + "</tr></thead><tbody>")
-                out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+                out += ["<tr>" + "".join(f"<td{_NUMERIC if _is_numeric(c) else ''}>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
                 out.append("</tbody></table>")
             elif kind == "figure":
                 _, png, caption = b
@@ -100,9 +101,17 @@ class Doc:
         return "\n".join(out)
 
 
+_NUMERIC = " class='n'"
+
+
+def _is_numeric(cell: Any) -> bool:
+    """Numbers (and '.959', '0.9 ± 0.01', '—', '+.003') align right; words align left."""
+    return bool(re.fullmatch(r"[-+.\d ±—,]+", str(cell)))
+
+
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1300px;margin:1em auto;padding:0 1em;color:#222}"
-       "table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-       "th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}figure{margin:1em 0}img{max-width:100%}"
+       "table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}td.n{text-align:right}"
+       "th{background:#f2f2f2}figure{margin:1em 0}img{max-width:100%}"
        "figcaption{font-size:13px;color:#555}h2{border-bottom:1px solid #ddd;padding-bottom:3px}")
 
 

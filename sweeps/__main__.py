@@ -1,4 +1,4 @@
-"""Sweeps command line: list, show (expanded trials and their stage keys, nothing runs), run, resume.
+"""Sweeps command line: list, show (expanded trials and their stage keys, nothing runs), run, resume, report.
 
     python -m sweeps list
     python -m sweeps show ablation-paths
@@ -6,6 +6,7 @@
     python -m sweeps run ablation-paths --benchmarks ped2 --data-root ../shared/data --profile smoke
     python -m sweeps run path/to/my-sweep.toml --set itae_train.epochs=1 --results /tmp/results
     python -m sweeps resume ablation-paths                    # same options as the last run; finished trials kept
+    python -m sweeps report ablation-paths                    # tables + report.md/html from results/ablation-paths/ (no Ray)
     ray job submit -- python -m sweeps run search             # on a cluster ($RAY_ADDRESS is set)
 
 NAME is a file in sweeps/ (without .toml) or a path to a .toml file. Errors the user can fix print one line
@@ -104,6 +105,23 @@ def cmd_resume(args) -> int:
     return 1 if any(r["status"] == "failed" for r in records) else 0
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from results.report import publish
+    from vadcore.errors import ConfigError
+
+    results = Path(args.results)
+    name = Path(args.name).stem if args.name.endswith(".toml") else args.name
+    root = results / name
+    if not (root / "trials").is_dir() and not (root / "trials.parquet").is_file():
+        have = sorted(p.parent.name for p in results.glob("*/trials")) + sorted(p.parent.name for p in results.glob("*/trials.parquet"))
+        raise ConfigError(f"no sweep {name!r} in {results}/ (neither trials/ nor trials.parquet); sweeps there: {', '.join(sorted(set(have))) or 'none'}")
+    paths = publish(root)
+    print("\n".join(f"wrote {p}" for p in paths.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results")
     p.add_argument("--address")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("report", help="aggregate a sweep's trials into Parquet tables and write report.md/html and results/index (no Ray)")
+    p.add_argument("name")
+    p.add_argument("--results", default="results")
+    p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
     return guarded(args.func, args, "interrupted: `python -m sweeps resume NAME` continues where this stopped")

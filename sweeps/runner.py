@@ -259,6 +259,9 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
             import ray
 
             ray.shutdown()
+    from results.report import publish
+
+    publish(root)  # trials.parquet, frame_scores.parquet, all_trials.parquet, report.md/html, index
     return collect(trials_dir)
 
 

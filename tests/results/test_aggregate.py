@@ -86,7 +86,7 @@ def make_fake_sweep(results: Path, name: str = "ablation-paths", variants=TABLE3
 
 
 def test_trials_table_schema_and_rows_with_pyarrow_and_duckdb(tmp_path):
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
     root = make_fake_sweep(tmp_path / "results", failed="mot-flow")
     paths = aggregate(root)
     t = pq.read_table(paths["trials"])
