@@ -54,3 +54,7 @@ report NAME *ARGS:
 report-screenshot NAME:
     chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir=$(mktemp -d) --screenshot={{justfile_directory()}}/results/{{NAME}}/report.png --window-size=1400,2400 file://{{justfile_directory()}}/results/{{NAME}}/report.html
     @echo "wrote results/{{NAME}}/report.png"
+
+# sweep overhead: wall ÷ distinct stage time, Ray's per-trial overhead (TINY ablation-paths in a temp folder); or: just bench-sweep --from-results results/ablation-paths
+bench-sweep *ARGS:
+    {{python}} benchmarks/bench_sweep.py {{ARGS}}

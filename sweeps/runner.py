@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vadcore import atomic
-from vadcore.configtools import stable_hash
+from vadcore.configtools import stable_hash, to_dict
 from vadcore.errors import ConfigError
 from sweeps.spec import SweepSpec, TrialPlan, check, expand, make_plan
 
@@ -219,6 +219,13 @@ def sweep_dir(spec: SweepSpec, results: str) -> Path:
     return Path(results).expanduser().resolve() / spec.name
 
 
+def finished(trial_dir: Path, plan: TrialPlan) -> bool:
+    """A trial is kept iff it finished with exactly this plan's resolved config (a profile or code edit that
+    changes the config makes it stale, and it runs again, reusing whatever stages still match)."""
+    record = trial_dir / "trial.json"
+    return record.is_file() and json.loads(record.read_text())["config"] == to_dict(plan.config)
+
+
 def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str, Any]]:
     """Run every unfinished trial of the sweep; return the records of all trials (finished before or now)."""
     from rich.console import Console
@@ -240,7 +247,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
         t0 = time.perf_counter()
         if spec.grid:
             plans = expand(spec, opts.benchmarks, opts.profile, opts.sets, data_root=opts.data_root)
-            todo = [i for i, p in enumerate(plans) if not (trials_dir / p.trial_id / "trial.json").is_file()]
+            todo = [i for i, p in enumerate(plans) if not finished(trials_dir / p.trial_id, p)]
             if len(todo) < len(plans):
                 console.print(f"{len(plans) - len(todo)} of {len(plans)} trials already finished: kept, not re-run")
             if todo:
