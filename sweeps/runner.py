@@ -232,7 +232,11 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
 
     from vadcore.__main__ import cache_root
 
+    from vadcore.data import resolve_data_root
+
     console = console or Console()
+    root_dir = resolve_data_root(opts.data_root)  # absolute: Ray workers run in other working directories
+    opts.data_root = str(root_dir) if root_dir else None
     check(spec, tuple(opts.benchmarks) if opts.benchmarks else None, opts.profile, opts.sets)
     root = sweep_dir(spec, opts.results)
     trials_dir = root / "trials"
