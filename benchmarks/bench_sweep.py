@@ -40,6 +40,8 @@ sys.path.insert(0, str(REPO))  # the repo root: vadcore, sweeps need not be inst
 
 from ray import tune  # noqa: E402
 
+from vadcore.configtools import flatten  # noqa: E402
+
 
 class TimedProgress(tune.Callback):
     """Wraps the runner's progress callback and appends driver-side trial start/end times to a JSON-lines file
@@ -179,16 +181,6 @@ def analyse(sweep_root: Path, live: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def show(res: dict[str, Any]) -> None:
     from rich import box
     from rich.console import Console
@@ -214,7 +206,7 @@ def show(res: dict[str, Any]) -> None:
     console.print(f"(b) Ray per-trial overhead (Tune time_total_s − pipeline seconds): mean [bold]{f['ray_overhead_mean_s']}[/] s, "
                   f"max [bold]{f['ray_overhead_max_s']}[/] s (target ≤ 1.5 s); driver-side span − pipeline seconds: mean "
                   f"{f['driver_overhead_mean_s']} s, max {f['driver_overhead_max_s']} s", highlight=False)
-    print(json.dumps(flat(f)))
+    print(json.dumps(flatten(f)))
 
 
 def main(argv: list[str] | None = None) -> int:
