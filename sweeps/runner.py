@@ -327,6 +327,7 @@ def _fit(spec, opts, root, param_space, plans, bench, shared, total, console, *,
         tune_config=tune.TuneConfig(
             search_alg=search, scheduler=scheduler, num_samples=total if search else 1,
             max_concurrent_trials=spec.max_concurrent or None, trial_dirname_creator=lambda t: t.trial_id,
+            reuse_actors=True,  # a trial process keeps torch + DeepSpeed imported for the next trial
         ),
         run_config=tune.RunConfig(
             name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(root / "ray"),

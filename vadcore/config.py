@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from vadcore.configtools import from_dict, load_toml, merge, parse_sets, to_dict
+from vadcore.configtools import from_dict, load_toml, merge, parse_sets
 from vadcore.errors import ConfigError
 from vadcore.models.glow import GlowConfig
 from vadcore.models.hgad_prior import PriorConfig
@@ -131,7 +131,3 @@ def resolve_config(benchmark: str, profile: str, sets: list[str] | None = None, 
         data = merge(data, parse_sets(sets))
     source = f"profile {profile!r} for {benchmark}" + (" with --set overrides" if sets else "")
     return from_dict(TrialConfig, data, source=source)
-
-
-def config_dict(cfg: TrialConfig) -> dict[str, Any]:
-    return to_dict(cfg)

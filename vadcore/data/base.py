@@ -6,6 +6,7 @@ Readers never decode at listing time (Avenue's .avi files are decoded once, when
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal
@@ -45,7 +46,7 @@ def fingerprint_files(paths: list[Path], root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-class Benchmark:
+class Benchmark(ABC):
     """A benchmark: a name, where its files live, and its videos per split.
 
     Subclasses set `name` and implement `videos` and `fingerprint`; the registry in
@@ -57,10 +58,10 @@ class Benchmark:
     def __init__(self, data_root: Path | None):
         self.data_root = data_root
 
+    @abstractmethod
     def videos(self, split: Split) -> list[Video]:
         """The split's videos in a fixed order (sorted by id)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fingerprint(self, split: Split) -> str:
         """A short hash of the source files (or generator settings) defining this split."""
-        raise NotImplementedError
