@@ -68,7 +68,7 @@ class TimedProgress(tune.Callback):
 
 
 def tiny_sets() -> list[str]:
-    from tests.test_pipeline import TINY  # the sizes the test-suite uses: one trial in seconds
+    from vadcore.testing import TINY  # the sizes the test-suite uses: one trial in seconds
 
     return list(TINY)
 

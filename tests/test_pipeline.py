@@ -10,13 +10,8 @@ import pytest
 
 from vadcore.config import resolve_config
 from vadcore.pipeline import run_trial
+from vadcore.testing import TINY
 
-TINY = [
-    "data.height=32", "data.width=48", "data.test_stride=4", "data.train_stride=4",
-    "itae.frames=8", "itae.tau=2", "itae.width=0.0625",
-    "itae_train.epochs=1", "itae_train.max_steps=4", "itae_train.batch_size=4",
-    "flow.glow.steps=2", "flow.glow.hidden=16", "flow.train.epochs=1", "flow.train.max_steps=4", "flow.train.batch_size=16",
-]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Fakes for tests: a benchmark made of in-memory arrays, so shard and loader tests control every frame."""
+"""Test helpers: a benchmark made of in-memory arrays (shard and loader tests control every frame), and the
+TINY overrides that shrink a trial to seconds."""
 from __future__ import annotations
 
 from functools import partial
@@ -8,6 +9,14 @@ import numpy as np
 
 from vadcore.configtools import stable_hash
 from vadcore.data.base import Benchmark, Split, Video
+
+# `--set` overrides that shrink a synthetic trial to seconds: tests, sweep tests and the sweep benchmark use them.
+TINY = [
+    "data.height=32", "data.width=48", "data.test_stride=4", "data.train_stride=4",
+    "itae.frames=8", "itae.tau=2", "itae.width=0.0625",
+    "itae_train.epochs=1", "itae_train.max_steps=4", "itae_train.batch_size=4",
+    "flow.glow.steps=2", "flow.glow.hidden=16", "flow.train.epochs=1", "flow.train.max_steps=4", "flow.train.batch_size=16",
+]
 
 
 class ArrayBenchmark(Benchmark):

@@ -26,14 +26,12 @@ SMALL = GlowConfig(steps=2, levels=2, hidden=8)
 
 
 @pytest.fixture(autouse=True)
-def float64_single_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+def float64_seeded():
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
     torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
 
 
 def perturb(module: torch.nn.Module, scale: float = 0.1) -> None:

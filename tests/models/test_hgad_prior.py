@@ -13,12 +13,8 @@ HGAD = PriorConfig(kind="hgad")
 
 
 @pytest.fixture(autouse=True)
-def single_thread_seeded():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_gaussian_prior_log_prob_and_loss():

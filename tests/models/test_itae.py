@@ -10,16 +10,6 @@ from vadcore.models.losses import LossConfig, reconstruction_loss
 TINY = ITAEConfig(width=1 / 16, frames=8, tau=2)  # app (6, 8, 16, 16), motion (1, 1, 2, 2) channels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and two threads on a shared 2-core machine spin-wait
-    (30 Adam steps: 0.5 s on one thread, 25 s on two under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_paper_model_matches_table1():
     shapes = dict(layer_shapes(ITAE(), (1, 3, 16, 256, 256)))
     table1 = {

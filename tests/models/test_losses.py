@@ -16,15 +16,6 @@ from vadcore.models.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine spin-wait; these small tensors run fastest on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _clip_pair(shape=(2, 3, 4, 48, 48), noise=0.1, seed=0):
     """x: smooth random clip in [0, 1]; recon: x plus noise, clamped."""
     g = torch.Generator().manual_seed(seed)

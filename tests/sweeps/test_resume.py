@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.test_pipeline import TINY
+from vadcore.testing import TINY
 
 REPO = Path(__file__).resolve().parents[2]
 

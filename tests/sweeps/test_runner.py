@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from sweeps.runner import RunOptions, collect, run_sweep, stage_counts, stage_keys
+from sweeps.runner import RunOptions, collect, init_ray, run_sweep, stage_counts, stage_keys
 from sweeps.spec import expand, load_sweep
-from tests.test_pipeline import TINY
+from vadcore.testing import TINY
 
 SWEEP = """
 name = "tiny"
@@ -32,7 +32,7 @@ set = { "data.benchmark" = "ped2" }  # valid config, but no data root: fails at 
 def ray_local():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
+    assert init_ray(None, num_cpus=2), "a Ray instance was already running"
     yield
     ray.shutdown()
 
