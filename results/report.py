@@ -206,13 +206,14 @@ def _paper_section(doc: Doc, paper: PaperTable, rows: list[dict[str, Any]]) -> N
 def _generic_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], search: bool) -> None:
     doc.h("All variants: frame AUC, mean ± std over seeds")
     extra = ["val_auc", "test_auc"] if search else []
-    headers = ["benchmark", "variant", "seeds", "status", *AUCS, "r_auc_micro", "l_auc_micro", *extra]
+    parts = ["r_auc_micro", "l_auc_micro", "local_auc_micro"]
+    headers = ["benchmark", "variant", "seeds", "status", *AUCS, *parts, *extra]
     table = []
     for (b, v), rs in sorted(_groups(rows).items(), key=lambda kv: (_bench_key(kv[0][0]), order.index(kv[0][1]))):
         ok = [r for r in rs if r["status"] == "finished"]
         status = ", ".join(f"{n} {s}" for s in ("finished", "failed", "stopped") if (n := sum(r["status"] == s for r in rs)))
         table.append([b, v, ",".join(str(r["seed"]) for r in rs), status,
-                      *(_mean_std([r.get(f"metrics.{k}") for r in ok]) for k in (*AUCS, "r_auc_micro", "l_auc_micro", *extra))])
+                      *(_mean_std([r.get(f"metrics.{k}") for r in ok]) for k in (*AUCS, *parts, *extra))])
     doc.table(headers, table)
 
 
@@ -229,6 +230,9 @@ def _protocol_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
              ["per-video normalisation", f"score.normalise = {r.get('config.score.normalise', '—')} (Eq. 9 min-max within each test video "
                                          "for auc_micro; the reported `auc` follows this setting)"],
              ["lambda_i from test-set NLL ranges (Eq. 8)", prot.get("lambda_from_test_set", "—")],
+             ["local excess NLL in S (not in the paper)", f"score.lambda_local = {r.get('config.score.lambda_local', '—')} "
+                                                          f"(paths {r.get('config.score.local_paths', '—')}, "
+                                                          f"patch {r.get('config.score.local_patch', '—')}); 0 = the paper's Eq. 9"],
              ["dropped frames", "none" if prot.get("dropped_frames") == 0 else prot.get("dropped_frames", "—")],
              ["test stride", r.get("config.data.test_stride", "—")]]
     doc.table(["", "definition used"], items)
@@ -283,9 +287,10 @@ def _timeline_section(doc: Doc, sweep_dir: Path, rows: list[dict[str, Any]], key
                 ax.axvspan(frame[s] - step / 2, frame[e] + step / 2, color="tab:red", alpha=0.15, lw=0)
             ax.plot(frame, np.asarray(t["score"], float)[sel][idx], color="black", lw=1.4, label="score S (Eq. 9)")
             ax.plot(frame, _minmax(np.asarray(t["score_r"], float)[sel][idx]), color="tab:blue", lw=0.9, alpha=0.8, label="R, normalised")
-            l = np.asarray([np.nan if x is None else x for x in t["score_l"]], float)[sel][idx]
-            if np.isfinite(l).any():
-                ax.plot(frame, _minmax(l), color="tab:green", lw=0.9, alpha=0.8, label="L, normalised")
+            for col, color, label in (("score_l", "tab:green", "L"), ("score_l_local", "tab:orange", "local L")):
+                part = np.asarray([np.nan if x is None else x for x in t.get(col, [None] * len(labels))], float)[sel][idx]
+                if np.isfinite(part).any():
+                    ax.plot(frame, _minmax(part), color=color, lw=0.9, alpha=0.8, label=f"{label}, normalised")
             ax.set_ylabel(v, fontsize=8)
             ax.set_xlim(frame[0] - step, frame[-1] + step)
         axes[0, 0].legend(fontsize=8, loc="upper right", ncol=3)

@@ -23,12 +23,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vadcore import atomic
 from vadcore.configtools import stable_hash, to_dict
 from vadcore.errors import ConfigError
 from sweeps.spec import SweepSpec, TrialPlan, check, expand, make_plan
+
+if TYPE_CHECKING:
+    from vadcore.scoring import ScoreConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +84,7 @@ def split_test_videos(videos: list[str], fraction: float, seed: int) -> tuple[li
     return val, sorted(set(videos) - set(val))
 
 
-def subset_aucs(out_dir: Path, lambda_L: float, fraction: float, seed: int) -> dict[str, Any]:
+def subset_aucs(out_dir: Path, score: ScoreConfig, fraction: float, seed: int) -> dict[str, Any]:
     """val_auc / test_auc (Eq. 9, per-video min-max) on the two halves of the test videos."""
     import numpy as np
     import pyarrow.parquet as pq
@@ -91,12 +94,14 @@ def subset_aucs(out_dir: Path, lambda_L: float, fraction: float, seed: int) -> d
     t = pq.read_table(out_dir / "frame_scores.parquet").to_pydict()
     videos = np.asarray(t["video"])
     val, held = split_test_videos(sorted(set(videos.tolist())), fraction, seed)
-    labels, r, l = np.asarray(t["label"]), np.asarray(t["score_r"]), np.asarray(t["score_l"], dtype=float)
+    labels, r = np.asarray(t["label"]), np.asarray(t["score_r"])
+    l, local = (np.asarray(t[k], dtype=float) for k in ("score_l", "score_l_local"))
     out: dict[str, Any] = {"val_videos": val, "test_videos": held}
     for name, keep_videos in (("val_auc", val), ("test_auc", held)):
         keep = np.isin(videos, keep_videos)
         try:
-            rep = frame_auc_report(labels[keep], videos[keep], r[keep], None if np.isnan(l).all() else l[keep], lambda_L)
+            parts = (None if np.isnan(x).all() else x[keep] for x in (l, local))
+            rep = frame_auc_report(labels[keep], videos[keep], r[keep], next(parts), score.lambda_L, next(parts), score.lambda_local)
             out[name] = float(rep["auc_micro"])
         except ValueError:  # one class only in that half
             out[name] = float("nan")
@@ -138,7 +143,7 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
         raise
     metrics = {k: v for k, v in trial["metrics"].items() if isinstance(v, (int, float))}
     if spec.search is not None:
-        sub = subset_aucs(out, plan.config.score.lambda_L, spec.search.val_fraction, spec.search.seed)
+        sub = subset_aucs(out, plan.config.score, spec.search.val_fraction, spec.search.seed)
         metrics.update(val_auc=sub["val_auc"], test_auc=sub["test_auc"])
         atomic.write_json(out / "plan.json", {**info, **sub})
     tune.report({**metrics, "val_loss": last["val_loss"], "stage": "done", "trial_seconds": trial["seconds"]})

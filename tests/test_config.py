@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from vadcore.config import resolve_config
 from vadcore.errors import ConfigError
-from vadcore.models.glow import bits_per_dim, nll_per_dim
-from vadcore.models.hgad_prior import GaussianPrior
-from vadcore.pipeline import FlowModel
 
 
 def test_profile_and_overrides_resolve_in_order():
@@ -28,7 +24,8 @@ def test_profile_and_overrides_resolve_in_order():
         (["flow.glow.levels=4"], r"flow\.glow\.levels=4 too deep"),
         (["flow.extra_input='rgb'"], r"flow\.extra_input='rgb' is not allowed; allowed: 'none', 'intensity', 'error_map'"),
         (["itae.paths='app'"], r"flow\.mot=true needs itae\.paths='app\+mot'"),
-        (["score.nll_patch=4", "flow.prior.kind='hgad'"], r"score\.nll_patch=4 needs flow\.prior\.kind='gaussian'"),
+        (["score.lambda_local=1", "flow.prior.kind='hgad'"], r"score\.lambda_local=1\.0 needs flow\.prior\.kind='gaussian'"),
+        (["score.local_patch=9"], r"score\.local_patch=9 must fit the flows' 8x12 NLL map"),
         (["lambda"], r"--set 'lambda' must look like key=value"),
     ],
 )
@@ -46,17 +43,3 @@ def test_every_profile_validates_for_every_benchmark():
     for profile in ("smoke", "laptop", "paper"):
         for bench in ("synthetic", "ped2", "avenue", "shanghaitech"):
             resolve_config(bench, profile)
-
-
-def test_patch_nll_is_the_max_over_the_crops_own_nll():
-    torch.manual_seed(0)
-    model = FlowModel(resolve_config("synthetic", "smoke", ["flow.glow.hidden=8"]), 4, 4, 8, 1).double()
-    x = torch.randn(3, 4, 4, 8, dtype=torch.float64)
-    model.glow(x)  # ActNorm's data-dependent init
-
-    def crop_bits(crop):  # the crop's own NLL: its flow output under N(0, I) of the crop's dimension
-        out = model.glow(crop)
-        return bits_per_dim(nll_per_dim(out, GaussianPrior(out.z.shape[1]), crop[0].numel()))
-
-    crops = [crop_bits(x[:, :, :, i : i + 4]) for i in (0, 4)]
-    torch.testing.assert_close(model.bits_per_dim(x, patch=4), torch.maximum(*crops))

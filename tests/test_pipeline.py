@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from vadcore.config import resolve_config
-from vadcore.pipeline import run_trial
+from vadcore.pipeline import NLL_MAP_MEAN, run_trial
+from vadcore.scoring import anomaly_score
 from vadcore.testing import TINY
-
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,33 @@ def test_trial_writes_its_record_and_frame_scores(first):
     assert record["versions"]["deepspeed"] != "not installed" and record["history"]["itae"][0]["steps"] == 4
     table = pq.read_table(root / "out1/frame_scores.parquet")
     assert table.num_rows == 1440  # every synthetic test frame scored: none dropped
-    assert {"video", "frame", "label", "score_r", "score_nll_app", "score_nll_mot", "score"} <= set(table.column_names)
+    assert {"video", "frame", "label", "score_r", "score_nll_app", "score_nll_mot", "score_l_local", "score"} <= set(table.column_names)
     assert not np.isnan(table.column("score").to_numpy()).any()
+
+
+def test_score_is_eq9_plus_the_local_term_from_the_stored_columns(first):
+    root, trial = first
+    cfg = resolve_config("synthetic", "smoke", TINY)
+    assert cfg.score.lambda_local > 0  # the smoke profile adds the local excess NLL
+    t = pq.read_table(root / "out1/frame_scores.parquet").to_pydict()
+    videos = np.asarray(t["video"])
+    s = anomaly_score(*(np.asarray(t[k]) for k in ("score_r", "score_l")), videos, cfg.score, np.asarray(t["score_l_local"]))
+    np.testing.assert_allclose(s.score, t["score"])
+    assert trial["metrics"]["auc_micro"] == pytest.approx(roc_auc_score(t["label"], s.score))
+
+
+def test_excess_maps_are_the_nll_maps_minus_the_training_mean(first):
+    """Per frame, the NLL map's mean is the whole-latent NLL (both window-averaged the same way), so the
+    excess map's mean plus the training mean map's mean of the frame's scene gives back score_nll_mot."""
+    root, trial = first
+    cache = root / "cache/stages"
+    with np.load(cache / "score" / trial["stages"]["score"]["key"] / "scores.npz") as z:
+        scores = {k: z[k] for k in z.files}
+    flow = cache / "flow_mot" / trial["stages"]["flow_mot"]["key"]
+    means = np.load(flow / NLL_MAP_MEAN)  # (scenes, h, w)
+    scenes = json.loads((flow / "info.json").read_text())["scenes"]
+    offset = means.mean((1, 2))[[scenes.index(s) for s in scores["scene"]]]
+    np.testing.assert_allclose(scores["excess_mot"].mean((1, 2)) + offset, scores["nll_mot"], rtol=1e-5)
 
 
 def test_rerun_reuses_every_stage_and_lambda_change_only_rescores(first):
@@ -47,7 +73,10 @@ def test_rerun_reuses_every_stage_and_lambda_change_only_rescores(first):
 
     relambda = run_trial(resolve_config("synthetic", "smoke", [*TINY, "score.lambda_L=0.0"]), None, root / "cache", root / "out3", show=False)
     assert relambda["stages"]["score"]["status"] == "reused"
-    assert relambda["metrics"]["auc_micro"] == pytest.approx(relambda["metrics"]["r_auc_micro"])
+    assert relambda["metrics"]["auc_micro"] != pytest.approx(relambda["metrics"]["r_auc_micro"])  # local term left
+    paper = run_trial(resolve_config("synthetic", "smoke", [*TINY, "score.lambda_L=0.0", "score.lambda_local=0.0"]), None, root / "cache", root / "out4", show=False)
+    assert paper["stages"]["score"]["status"] == "reused"
+    assert paper["metrics"]["auc_micro"] == pytest.approx(paper["metrics"]["r_auc_micro"])
 
 
 def test_same_config_in_a_fresh_cache_gives_the_same_auc(first, tmp_path):

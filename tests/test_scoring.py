@@ -8,6 +8,7 @@ from vadcore.scoring import (
     anomaly_score,
     combine_nll,
     frames_from_windows,
+    local_nll,
     minmax,
     mog2_foreground,
     recon_error,
@@ -132,11 +133,30 @@ def test_eq9_by_hand():
     np.testing.assert_allclose(only_r.score, s.r)
     assert only_r.l is None
 
+    # The local term: S = norm(R) + 2 norm(L) + 0.5 norm(local), only when lambda_local > 0.
+    local = np.array([0.0, 0.0, 4.0, 1.0, 3.0, 2.0])  # per video: [0, 0, 1 | 0, 1, .5]
+    with_local = anomaly_score(r, l, v, ScoreConfig(lambda_L=2.0, lambda_local=0.5), local)
+    np.testing.assert_allclose(with_local.score, [0, 2.5, 2.5, 0, 2.5, 2.25])
+    np.testing.assert_allclose(with_local.local, [0, 0, 1, 0, 1, 0.5])
+    np.testing.assert_allclose(anomaly_score(r, l, v, ScoreConfig(lambda_L=2.0), local).score, s.score)
+
+
+def test_local_nll_by_hand():
+    excess = np.zeros((2, 3, 4))
+    excess[0, 0, 0] = 8.0  # frame 0: one hot position in a corner
+    excess[1] = -1.0  # frame 1: below the training mean everywhere but a 2x2 block of 3s
+    excess[1, 1:3, 2:4] = 3.0
+    # 2x2 windows, stride 1: frame 0's best window holds the 8 alone -> 2; frame 1's is the block -> 3.
+    np.testing.assert_allclose(local_nll(excess, 2), [2.0, 3.0])
+    np.testing.assert_allclose(local_nll(excess, 1), [8.0, 3.0])  # the single worst position
+    np.testing.assert_allclose(local_nll(excess, 9), [8 / 12, (4 * 3 - 8) / 12])  # clipped: the whole map
+
 
 @pytest.mark.parametrize(
     "kwargs, field",
     [({"normalise": "scene"}, "score.normalise"), ({"background": "knn"}, "score.background"),
-     ({"patch": -1}, "score.patch"), ({"lambda_L": -0.5}, "score.lambda_L")],
+     ({"patch": -1}, "score.patch"), ({"lambda_L": -0.5}, "score.lambda_L"),
+     ({"lambda_local": float("nan")}, "score.lambda_local"), ({"local_patch": 0}, "score.local_patch")],
 )
 def test_config_validate_names_field(kwargs, field):
     ScoreConfig().validate()

@@ -100,13 +100,15 @@ class TrialConfig:
         h, w = m.latent_size(d.height, d.width)
         if self.flow.app or self.flow.mot:
             self.flow.glow.check_input(2, h, w)
-        p = self.score.nll_patch
-        if p and (self.flow.app or self.flow.mot):
-            if self.flow.prior.kind != "gaussian":
-                raise ConfigError(f"score.nll_patch={p} needs flow.prior.kind='gaussian' (a mixture prior has a fixed dimension)")
-            if p > min(h, w):
-                raise ConfigError(f"score.nll_patch={p} must fit the {h}x{w} latent")
-            self.flow.glow.check_input(2, p, p)
+        if self.flow.app or self.flow.mot:
+            top = (h >> self.flow.glow.levels, w >> self.flow.glow.levels)
+            if self.score.local_patch > min(top):
+                raise ConfigError(f"score.local_patch={self.score.local_patch} must fit the flows' {top[0]}x{top[1]} NLL map")
+            if self.score.lambda_local > 0 and self.flow.prior.kind != "gaussian":
+                raise ConfigError(
+                    f"score.lambda_local={self.score.lambda_local} needs flow.prior.kind='gaussian': a mixture "
+                    f"prior over the whole latent (got {self.flow.prior.kind!r}) has no per-position NLL; set score.lambda_local=0"
+                )
 
 
 def _profile_tables(profile: str) -> dict[str, Any]:

@@ -7,10 +7,12 @@
   statistics enter; for R or L alone it equals the AUC of the raw score.
 - macro: the mean of per-video AUCs (videos of one class only have no AUC and are left out and counted).
 
-`frame_auc_report` takes the *raw* per-frame R and L and does the normalisation itself, through
+`frame_auc_report` takes the *raw* per-frame R and L (and local L) and does the normalisation itself, through
 `vadcore.scoring.anomaly_score`, so the three protocols always see the same Eq. 9 score.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -59,24 +61,34 @@ def _protocols(labels: np.ndarray, videos: np.ndarray, s_video: np.ndarray, s_gl
 
 
 def frame_auc_report(
-    labels: np.ndarray, videos: np.ndarray, r: np.ndarray, l: np.ndarray | None = None, lambda_L: float = 1.0
+    labels: np.ndarray,
+    videos: np.ndarray,
+    r: np.ndarray,
+    l: np.ndarray | None = None,
+    lambda_L: float = 1.0,
+    local: np.ndarray | None = None,
+    lambda_local: float = 0.0,
 ) -> dict[str, float | int]:
-    """Frame AUCs of the Eq. 9 score S and of R and L alone, under the micro, micro_global and macro protocols.
+    """Frame AUCs of the Eq. 9 score S and of each of its parts alone, under the micro, micro_global and macro
+    protocols.
 
-    labels: (n,) 1 = anomalous frame; videos: (n,) video id of each frame; r, l: raw per-frame R (Eq. 7,
-    window-averaged) and L (Eq. 8) over the whole test set, l None without flows (then S = norm(R)).
-    Keys: auc_micro, auc_micro_global, auc_macro for S; r_auc_* for R; l_auc_* for L when given;
-    macro_videos_used, macro_videos_excluded (one-class videos, no AUC). auc_macro is nan if no video has
-    both classes. Raises ValueError if all frames are one class.
+    labels: (n,) 1 = anomalous frame; videos: (n,) video id of each frame; r, l, local: raw per-frame R
+    (Eq. 7, window-averaged), L (Eq. 8) and local L (`vadcore.scoring.local_nll`) over the whole test set,
+    l None without flows (then S = norm(R)), local None without NLL maps.
+    Keys: auc_micro, auc_micro_global, auc_macro for S; r_auc_* for R; l_auc_* for L and local_auc_* for
+    local L when given; macro_videos_used, macro_videos_excluded (one-class videos, no AUC). auc_macro is
+    nan if no video has both classes. Raises ValueError if all frames are one class.
     """
-    labels = _check(labels, videos, r, l)
+    labels = _check(labels, videos, r, l, local)
     videos = np.asarray(videos)
-    s_video, r_video, l_video = anomaly_score(r, l, videos, ScoreConfig(lambda_L=lambda_L, normalise="video"))
-    s_global, r_global, l_global = anomaly_score(r, l, videos, ScoreConfig(lambda_L=lambda_L, normalise="global"))
-    report: dict[str, float | int] = _protocols(labels, videos, s_video, s_global)
-    parts = {"r": (r_video, r_global)} | ({} if l is None else {"l": (l_video, l_global)})
-    for name, (sv, sg) in parts.items():
-        report |= {f"{name}_{k}": v for k, v in _protocols(labels, videos, sv, sg).items()}
+    cfg = ScoreConfig(lambda_L=lambda_L, lambda_local=lambda_local)
+    by_video = anomaly_score(r, l, videos, replace(cfg, normalise="video"), local)
+    overall = anomaly_score(r, l, videos, replace(cfg, normalise="global"), local)
+    report: dict[str, float | int] = _protocols(labels, videos, by_video.score, overall.score)
+    for name in ("r", "l", "local"):
+        if getattr(by_video, name) is not None:
+            sv, sg = getattr(by_video, name), getattr(overall, name)
+            report |= {f"{name}_{k}": v for k, v in _protocols(labels, videos, sv, sg).items()}
     used = int(sum(len(np.unique(labels[videos == v])) == 2 for v in np.unique(videos)))
     report |= {"macro_videos_used": used, "macro_videos_excluded": len(np.unique(videos)) - used}
     return report

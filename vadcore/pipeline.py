@@ -28,13 +28,14 @@ from vadcore.configtools import to_dict
 from vadcore.data import get_benchmark
 from vadcore.data.loader import ClipDataset, iter_shard, load_manifest
 from vadcore.data.shards import ShardSpec, ensure_shards
+from vadcore.errors import DataError
 from vadcore.evaluate import frame_auc_report, per_group_auc
-from vadcore.models.glow import Glow, bits_per_dim, nll_per_dim
-from vadcore.models.hgad_prior import GaussianPrior, build_prior
+from vadcore.models.glow import Glow, bits_per_dim, nll_map, nll_per_dim
+from vadcore.models.hgad_prior import build_prior
 from vadcore.models.itae import ITAE, pool_channels
 from vadcore.models.losses import reconstruction_loss
 from vadcore.progress import progress_bar
-from vadcore.scoring import combine_nll, frames_from_windows, mog2_foreground, recon_error
+from vadcore.scoring import combine_nll, frames_from_windows, local_nll, mog2_foreground, recon_error
 from vadcore.stages import StageRecord, StageStore
 from vadcore.train import device, fit, steps_in
 
@@ -155,20 +156,19 @@ class FlowModel(nn.Module):
     def forward(self, x):
         return self.glow(x)
 
-    def bits_per_dim(self, x: torch.Tensor, patch: int = 0) -> torch.Tensor:
-        """NLL of each input in bits/dim, (B,). patch > 0: the max over non-overlapping patch x patch crops.
+    @property
+    def has_map(self) -> bool:
+        """Whether the prior factorises over positions, so the flow has a per-position NLL map."""
+        return hasattr(self.prior, "log_prob_map")
 
-        The Glow is fully convolutional and the Gaussian prior factorises over elements, so a crop's NLL per
-        dimension is a local version of the whole map's: a small anomaly is not averaged away.
+    def bits_per_dim(self, x: torch.Tensor, with_map: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """NLL of each input in bits/dim, (B,), and with_map: its per-position map (B, H_top, W_top), else None.
+
+        The map's mean is the NLL (`vadcore.models.glow.nll_map`); both come from one forward pass.
         """
-        if not patch:
-            return bits_per_dim(nll_per_dim(self.glow(x), self.prior, self.glow.input_dim))
-        b, c, h, w = x.shape
-        crops = x[:, :, : h - h % patch, : w - w % patch].unfold(2, patch, patch).unfold(3, patch, patch)
-        crops = crops.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, patch, patch)  # (B * P, C, p, p)
-        out = self.glow(crops)
-        prior = GaussianPrior(out.z.shape[1])
-        return bits_per_dim(nll_per_dim(out, prior, c * patch * patch)).view(b, -1).amax(1)
+        out = self.glow(x)
+        whole = bits_per_dim(nll_per_dim(out, self.prior, self.glow.input_dim))
+        return whole, bits_per_dim(nll_map(out, self.prior, self.glow.input_dim)) if with_map else None
 
 
 def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folder: Path, out: Path, report: Report | None, show: bool) -> dict[str, Any]:
@@ -177,7 +177,7 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
     scenes = sorted({v["scene"] for v in load_manifest(train_folder)["per_video"].values()})
     fit_videos, val_videos = set(itae_stage.info["fit_videos"]), set(itae_stage.info["val_videos"])
     x_fit, y_fit = extract_features(cfg, itae, train_folder, path, fit_videos, scenes)
-    x_val, _ = extract_features(cfg, itae, train_folder, path, val_videos, scenes) if val_videos else (None, None)
+    x_val, y_val = extract_features(cfg, itae, train_folder, path, val_videos, scenes) if val_videos else (None, None)
     c, h, w = x_fit.shape[1:]
     model = FlowModel(cfg, c, h, w, len(scenes))
     step = cfg.flow.train
@@ -197,7 +197,7 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
         return engine.module.prior.loss(out.z, out.logdet + out.split_logp, yb, progress)
 
     def validate(module) -> float:
-        return float(torch.cat([module.bits_per_dim(xb.to(dev)) for xb in x_val.split(256)]).mean())
+        return float(torch.cat([module.bits_per_dim(xb.to(dev))[0] for xb in x_val.split(256)]).mean())
 
     with progress_bar(f"step 2: flow {path}", steps * step.epochs, enabled=show) as advance:
         result = fit(
@@ -207,7 +207,24 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
             fp32=True, progress=advance,
         )
     torch.save(model.state_dict(), out / "flow.pt")
+    if model.has_map:
+        x_all, y_all = (x_fit, y_fit) if x_val is None else (torch.cat([x_fit, x_val]), torch.cat([y_fit, y_val]))
+        np.save(out / NLL_MAP_MEAN, scene_mean_maps(model.eval(), x_all, y_all, len(scenes)))
     return {"history": result.history, "steps": result.steps, "input_shape": [c, h, w], "scenes": scenes}
+
+
+NLL_MAP_MEAN = "nll_map_mean.npy"  # in a flow stage: (scenes, H_top, W_top) mean NLL map of its training windows
+
+
+@torch.no_grad()
+def scene_mean_maps(model: FlowModel, x: torch.Tensor, y: torch.Tensor, num_scenes: int) -> np.ndarray:
+    """Mean per-position NLL map (bits/dim) of the normal training windows of each scene, (S, H_top, W_top).
+
+    `local_nll` subtracts it, so positions where normal frames are always hard to model (a busy walkway, a
+    scene border) do not look anomalous. Every training scene has windows, so no mean is empty.
+    """
+    maps = torch.cat([model.bits_per_dim(xb.to(device()), with_map=True)[1].cpu() for xb in x.split(256)])
+    return np.stack([maps[y == k].mean(0).numpy() for k in range(num_scenes)]).astype(np.float32)
 
 
 def load_flow(cfg: TrialConfig, stage: StageRecord) -> FlowModel:
@@ -232,9 +249,14 @@ def _foreground_masks(test_folder: Path) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, StageRecord], test_folder: Path, out: Path, show: bool) -> dict[str, Any]:
-    """Per-frame R (Eq. 7, averaged over the windows containing the frame) and per-frame NLLs in bits/dim."""
+    """Per-frame R (Eq. 7), NLLs in bits/dim and excess NLL maps, each averaged over the windows containing the frame.
+
+    The excess map of a flow (`local_nll`'s input) is its per-position NLL map minus the mean map of the
+    normal training windows of the frame's scene; flows whose prior has no map (HGAD) have none.
+    """
     itae = load_itae(cfg, itae_stage.path)
     flow_models = {p: load_flow(cfg, s) for p, s in flows.items()}
+    mapped = [p for p, m in flow_models.items() if m.has_map]
     manifest = load_manifest(test_folder)
     masks = _foreground_masks(test_folder) if cfg.score.background == "mog2" else None
     dev = device()
@@ -249,16 +271,19 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
                 mask = torch.stack([torch.from_numpy(masks[v][s : s + cfg.itae.frames]) for v, s in zip(b["video"], b["start"].tolist())])
                 mask = mask[:, None].to(dev, torch.float32)  # (B, 1, T, H, W)
             r = recon_error(x, rec_out.recon, cfg.score.patch, mask).cpu().numpy()
-            nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p), cfg.score.nll_patch).cpu().numpy() for p, m in flow_models.items()}
+            nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p), p in mapped) for p, m in flow_models.items()}
             for i, (v, s) in enumerate(zip(b["video"], b["start"].tolist())):
-                rec = per_video.setdefault(v, {"start": [], "r": [], "label": np.zeros(manifest["per_video"][v]["frames"], np.uint8), **{p: [] for p in flow_models}})
+                rec = per_video.setdefault(v, {"start": [], "r": [], "label": np.zeros(manifest["per_video"][v]["frames"], np.uint8), **{k: [] for p in flow_models for k in (p, f"map_{p}")}})
                 rec["start"].append(s)
                 rec["label"][s : s + cfg.itae.frames] = b["labels"][i].numpy()
                 rec["r"].append(r[i])
-                for p in flow_models:
-                    rec[p].append(nll[p][i])
+                for p, (whole, nll_maps) in nll.items():
+                    rec[p].append(whole[i].item())
+                    if nll_maps is not None:
+                        rec[f"map_{p}"].append(nll_maps[i].cpu().numpy())
             advance(len(b["video"]))
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "frame", "label", "scene", "r", "nll_app", "nll_mot")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "frame", "label", "scene", "r", "nll_app", "nll_mot", *(f"excess_{p}" for p in mapped))}
+    train_means = {p: (flows[p].info["scenes"], np.load(flows[p].path / NLL_MAP_MEAN)) for p in mapped}
     for v in sorted(per_video):
         n = manifest["per_video"][v]["frames"]
         rec = per_video[v]
@@ -271,6 +296,15 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
         for p in ("app", "mot"):
             values = frames_from_windows(n, starts, np.array(rec[p]), cfg.itae.frames) if p in rec else np.full(n, np.nan)
             cols[f"nll_{p}"].append(values)
+        for p in mapped:
+            scenes, means = train_means[p]
+            scene = manifest["per_video"][v]["scene"]
+            if scene not in scenes:
+                raise DataError(f"test video {v} is of scene {scene!r}, which has no training videos "
+                                f"(training scenes: {', '.join(scenes)}): its excess NLL map needs a training mean")
+            maps = np.stack(rec[f"map_{p}"])  # (N, h, w), one per window
+            per_frame = np.stack([frames_from_windows(n, starts, m, cfg.itae.frames) for m in maps.reshape(len(maps), -1).T], 1)
+            cols[f"excess_{p}"].append((per_frame.reshape(n, *maps.shape[1:]) - means[scenes.index(scene)]).astype(np.float32))
     np.savez(out / "scores.npz", **{k: np.concatenate(v) for k, v in cols.items()})
     return {"frames": int(sum(len(a) for a in cols["frame"])), "videos": len(per_video)}
 
@@ -278,8 +312,8 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, np.ndarray] | None) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
-    """Eq. 8-9 and the AUC protocols. Returns (metrics, final per-frame score, L)."""
+def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, np.ndarray] | None) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Eq. 8-9 and the AUC protocols. Returns (metrics, final per-frame score, L, local L)."""
     from sklearn.metrics import roc_auc_score
 
     from vadcore.scoring import anomaly_score
@@ -288,8 +322,10 @@ def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, n
     nll_app = None if np.isnan(scores["nll_app"]).all() else scores["nll_app"]
     nll_mot = None if np.isnan(scores["nll_mot"]).all() else scores["nll_mot"]
     l = combine_nll(nll_app, nll_mot)
-    metrics: dict[str, Any] = frame_auc_report(labels, videos, scores["r"], l, cfg.score.lambda_L)
-    final = anomaly_score(scores["r"], l, videos, cfg.score).score  # normalised as cfg.score.normalise says
+    excess = {p: scores[f"excess_{p}"] for p in cfg.score.local_paths if f"excess_{p}" in scores}
+    local = combine_nll(*(local_nll(excess[p], cfg.score.local_patch) if p in excess else None for p in ("app", "mot")))
+    metrics: dict[str, Any] = frame_auc_report(labels, videos, scores["r"], l, cfg.score.lambda_L, local, cfg.score.lambda_local)
+    final = anomaly_score(scores["r"], l, videos, cfg.score, local).score  # normalised as cfg.score.normalise says
     metrics["auc"] = metrics["auc_micro_global"] if cfg.score.normalise == "global" else metrics["auc_micro"]
     scenes = scores["scene"]
     if len(set(scenes)) > 1:
@@ -307,7 +343,7 @@ def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, n
         "lambda_from_test_set": nll_app is not None and nll_mot is not None,  # Eq. 8's lambda_i use test NLL ranges
         "dropped_frames": 0,
     }
-    return metrics, final, l
+    return metrics, final, l, local
 
 
 # ----------------------------------------------------------------------------------------------- the trial
@@ -343,7 +379,7 @@ def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore
                 flow["extra_input"] = cfg.flow.extra_input
             slices[f"flow_{path}"] = flow
             flow_keys[path] = store.key(f"flow_{path}", flow)
-    slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "nll_patch": cfg.score.nll_patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
+    slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
     return slices
 
 
@@ -387,7 +423,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
     kinds = None
     if hasattr(bench, "anomaly_kinds"):
         kinds = {v: bench.anomaly_kinds(v) for v in sorted(set(scores["video"]))}
-    metrics, final, l = evaluate(cfg, scores, kinds)
+    metrics, final, l, local = evaluate(cfg, scores, kinds)
     stages["evaluate"] = {"key": None, "status": "computed", "seconds": round(time.perf_counter() - t0, 3)}
 
     trial = {
@@ -400,11 +436,11 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         "seed": cfg.seed,
         "history": {name: rec.info.get("history", []) for name, rec in [("itae", itae_stage), *((f"flow_{p}", s) for p, s in flows.items())]},
     }
-    write_outputs(out_dir, trial, scores, final, l)
+    write_outputs(out_dir, trial, scores, final, l, local)
     return trial
 
 
-def write_outputs(out_dir: Path, trial: dict[str, Any], scores: dict[str, np.ndarray], final: np.ndarray, l: np.ndarray | None) -> None:
+def write_outputs(out_dir: Path, trial: dict[str, Any], scores: dict[str, np.ndarray], final: np.ndarray, l: np.ndarray | None, local: np.ndarray | None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -419,6 +455,7 @@ def write_outputs(out_dir: Path, trial: dict[str, Any], scores: dict[str, np.nda
             "score_nll_app": scores["nll_app"],
             "score_nll_mot": scores["nll_mot"],
             "score_l": l if l is not None else np.full(len(final), np.nan),
+            "score_l_local": local if local is not None else np.full(len(final), np.nan),
             "score": final,
         }
     )
@@ -443,7 +480,7 @@ def run_trial_cli(args, cache_root: Path) -> int:
         table.add_row(name, s["status"], f"{s['seconds']:.1f}")
     console.print(table)
     m = trial["metrics"]
-    keys = [k for k in m if k.startswith(("auc", "r_auc", "l_auc")) and isinstance(m[k], float)]
+    keys = [k for k in m if k.startswith(("auc", "r_auc", "l_auc", "local_auc")) and isinstance(m[k], float)]
     console.print(json.dumps({k: round(m[k], 4) for k in keys}))
     console.print(f"wrote {Path(args.out) / 'trial.json'} and frame_scores.parquet")
     return 0

@@ -7,7 +7,9 @@ The pipeline runs them in this order, per test video and then over the test set:
 2. `frames_from_windows`: window scores -> one score per video frame, the mean over the windows containing it
    (the paper: "for each frame, we compute the mean of error values in all segments in which it appears");
 3. `combine_nll`: the two flows' NLLs -> L (Eq. 8), over the whole test set;
-4. `anomaly_score`: S = norm(R) + lambda_L norm(L) (Eq. 9).
+4. optionally `local_nll`: each flow's per-position NLL map, minus its mean on the training windows of the
+   same scene, max over small patches -> a local L (ours, off in the paper profile);
+5. `anomaly_score`: S = norm(R) + lambda_L norm(L) (Eq. 9) [+ lambda_local norm(local L)].
 
 Everything after step 1 is numpy on the CPU: per-frame arrays of a whole test set are small.
 """
@@ -37,14 +39,19 @@ class ScoreConfig:
     # 240x360). A profile at a smaller resolution needs a proportionally smaller patch; the pipeline passes it.
     normalise: Literal["video", "global"] = "video"  # Eq. 9 min-max: within each video (paper) or over the test set
     background: Literal["none", "mog2"] = "none"  # "mog2": zero the error on MOG2 background (paper, ShanghaiTech)
-    nll_patch: int = 0  # 0: a window's NLL is the flow's over its whole pooled latent (paper, Eq. 8); p > 0: the
-    # max over non-overlapping p x p latent patches of their NLL (ours: the patch-max of R applied to L)
+    lambda_local: float = 0.0  # weight of norm(local L) added to Eq. 9; 0 = the paper's score
+    local_patch: int = 2  # local L: max over local_patch x local_patch windows of the flow's top NLL map
+    local_paths: tuple[str, ...] = ("mot",)  # the flows whose local NLLs make local L (Eq. 8 over several)
 
     def validate(self) -> None:
-        if not (self.lambda_L >= 0 and np.isfinite(self.lambda_L)):
-            raise ConfigError(f"score.lambda_L={self.lambda_L!r} must be a finite number >= 0")
-        if self.nll_patch < 0:
-            raise ConfigError(f"score.nll_patch={self.nll_patch!r} must be 0 (whole latent) or a patch size > 0")
+        for name in ("lambda_L", "lambda_local"):
+            value = getattr(self, name)
+            if not (value >= 0 and np.isfinite(value)):
+                raise ConfigError(f"score.{name}={value!r} must be a finite number >= 0")
+        if self.local_patch < 1:
+            raise ConfigError(f"score.local_patch={self.local_patch!r} must be a patch size >= 1")
+        if not self.local_paths or not set(self.local_paths) <= {"app", "mot"}:
+            raise ConfigError(f"score.local_paths={list(self.local_paths)!r} must be a non-empty list of 'app', 'mot'")
         if self.patch < 0:
             raise ConfigError(f"score.patch={self.patch!r} must be 0 (mean over pixels) or a patch size > 0")
         for name, allowed in (("normalise", NORMALISE), ("background", BACKGROUND)):
@@ -163,23 +170,46 @@ def combine_nll(nll_app: np.ndarray | None, nll_mot: np.ndarray | None) -> np.nd
     return (l1 * a + l2 * m) / (l1 + l2)
 
 
+def local_nll(excess: np.ndarray, patch: int) -> np.ndarray:
+    """Local L of each frame: the max over patch x patch windows (stride 1) of the mean excess NLL.
+
+    excess: (n, h, w) a flow's per-position NLL map of each frame (`vadcore.models.glow.nll_map`, averaged
+        over the windows containing the frame like R) minus the mean map of the normal training windows of
+        the frame's scene. The whole-latent NLL sums over all positions, so it grows with the number of
+        people in view and differs between videos by crowd; the excess at the worst place does not.
+    patch: clipped to the map size. Returns (n,).
+    """
+    t = torch.from_numpy(np.ascontiguousarray(excess, dtype=np.float32))[:, None]  # (n, 1, h, w)
+    ph, pw = min(patch, t.shape[2]), min(patch, t.shape[3])
+    return F.avg_pool2d(t, (ph, pw), 1).amax((1, 2, 3)).double().numpy()
+
+
 class Scores(NamedTuple):
-    """Eq. 9's total score and its two normalised parts, all (n_frames,); l is None without flows."""
+    """Eq. 9's total score and its normalised parts, all (n_frames,); l and local are None when absent."""
 
     score: np.ndarray
     r: np.ndarray
     l: np.ndarray | None
+    local: np.ndarray | None = None
 
 
-def anomaly_score(r: np.ndarray, l: np.ndarray | None, videos: np.ndarray, cfg: ScoreConfig) -> Scores:
-    """Eq. 9: S = norm(R) + lambda_L norm(L), norm = min-max per video (cfg.normalise="video") or global.
+def anomaly_score(
+    r: np.ndarray, l: np.ndarray | None, videos: np.ndarray, cfg: ScoreConfig, local: np.ndarray | None = None
+) -> Scores:
+    """Eq. 9: S = norm(R) + lambda_L norm(L) [+ lambda_local norm(local)], norm = min-max per video
+    (cfg.normalise="video") or over the test set ("global").
 
-    r, l: raw per-frame R (Eq. 7, from `frames_from_windows`) and L (Eq. 8) over the test set; videos: the
-    video id of each frame. With l None (no flows), S = norm(R).
+    r, l, local: raw per-frame R (Eq. 7, from `frames_from_windows`), L (Eq. 8) and local L (`local_nll`,
+    combined over the flows by Eq. 8) over the test set; videos: the video id of each frame. With l None (no
+    flows), S = norm(R); the local term enters only when given and cfg.lambda_local > 0.
     """
     groups = videos if cfg.normalise == "video" else None
     r_n = minmax(r, groups)
     if l is None:
         return Scores(r_n, r_n, None)
     l_n = minmax(l, groups)
-    return Scores(r_n + cfg.lambda_L * l_n, r_n, l_n)
+    score = r_n + cfg.lambda_L * l_n
+    local_n = None if local is None else minmax(local, groups)
+    if local_n is not None and cfg.lambda_local > 0:
+        score = score + cfg.lambda_local * local_n
+    return Scores(score, r_n, l_n, local_n)

@@ -17,7 +17,7 @@ from vadcore import atomic
 from vadcore.configtools import stable_hash
 
 # Bump a stage's version when its code changes what it produces: old outputs then stop matching.
-STAGE_VERSIONS = {"itae": 1, "flow_app": 1, "flow_mot": 1, "score": 1}
+STAGE_VERSIONS = {"itae": 1, "flow_app": 2, "flow_mot": 2, "score": 2}
 
 
 @dataclass

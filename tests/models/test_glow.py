@@ -18,6 +18,7 @@ from vadcore.models.glow import (
     Split,
     Squeeze,
     bits_per_dim,
+    nll_map,
     nll_per_dim,
 )
 from vadcore.models.hgad_prior import GaussianPrior
@@ -67,9 +68,9 @@ def test_layer_inverts_and_logdet_is_jacobian(name):
     perturb(layer)
     x = data(3, 4, 4, 4)
     y, logdet = layer(x)
-    assert logdet.shape == (3,)
+    assert logdet.shape == (3, *y.shape[2:])  # one log|det| per output position
     assert torch.allclose(layer.reverse(y), x, atol=1e-10)
-    assert torch.allclose(jacobian_logdet(lambda v: layer(v)[0], x[:1]), logdet[0], atol=1e-8)
+    assert torch.allclose(jacobian_logdet(lambda v: layer(v)[0], x[:1]), logdet[0].sum(), atol=1e-8)
 
 
 @pytest.mark.parametrize("learned", [True, False])
@@ -85,7 +86,7 @@ def test_split_inverts_and_scores_dropped_half(learned):
         mean, std = out[:, 0::2], out[:, 1::2].exp()
     else:
         mean, std = torch.zeros_like(dropped), torch.ones_like(dropped)
-    expected = torch.distributions.Normal(mean, std).log_prob(dropped).flatten(1).sum(1)
+    expected = torch.distributions.Normal(mean, std).log_prob(dropped).sum(1)  # per position (3, 2, 2)
     assert torch.allclose(logp, expected, atol=1e-10)
     assert split.reverse(kept).shape == x.shape  # dropped half sampled from its prior
 
@@ -105,7 +106,7 @@ def test_glow_inverts_and_shapes(split_prior):
     # (4, 8, 8) -> squeeze (16, 4, 4) -> split (8, 4, 4) + (8, 4, 4) -> squeeze (32, 2, 2) = D_top 128
     assert flow.input_dim == 256 and flow.latent_dim == 128
     assert out.z.shape == (5, 128) and [s.shape for s in out.splits] == [(5, 8, 4, 4)]
-    assert out.logdet.shape == out.split_logp.shape == (5,)
+    assert out.logdet.shape == out.split_logp.shape == (5,) and out.jac_map.shape == (5, 2, 2)
     assert torch.allclose(flow.reverse(out.z, out.splits), x, atol=1e-10)
     assert flow.reverse(out.z).shape == x.shape  # split-off halves sampled
 
@@ -145,6 +146,33 @@ def test_fresh_glow_nll_of_standard_normal_is_analytic(cfg):
     assert abs(nll.mean().item() - 0.5 * math.log(2 * math.pi * math.e)) < 1e-12
 
 
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_nll_map_averages_to_the_whole_nll(levels):
+    flow = trained_like_glow(GlowConfig(steps=2, levels=levels, hidden=8))
+    out = flow(data(3, 4, 8, 8))
+    prior = GaussianPrior(flow.latent_dim)
+    m = nll_map(out, prior, flow.input_dim)
+    assert m.shape == (3, 8 >> levels, 8 >> levels)
+    assert torch.allclose(m.mean((1, 2)), nll_per_dim(out, prior, flow.input_dim), atol=1e-12)
+    assert torch.allclose(out.jac_map.sum((1, 2)), out.logdet + out.split_logp, atol=1e-12)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_fresh_glow_nll_map_scores_each_input_block(levels):
+    """A fresh flow maps each top position's input block by a rotation, so that position's NLL is the block's
+    |x|^2 / 2 per dimension + log(2 pi) / 2: the map is local, and split-off halves land on their own block."""
+    flow = Glow(GlowConfig(steps=2, levels=levels, hidden=8, split_prior=False), 4, 8, 8)
+    for mod in flow.modules():
+        if isinstance(mod, ActNorm):
+            mod.initialized.fill_(True)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        m = nll_map(flow(x), GaussianPrior(flow.latent_dim), flow.input_dim)
+    k = 2**levels  # a top position owns a k x k block of every input channel
+    blocks = x.pow(2).unfold(2, k, k).unfold(3, k, k).sum((1, 4, 5))  # (2, 8/k, 8/k)
+    assert torch.allclose(m, blocks / 2 / (4 * k * k) + 0.5 * math.log(2 * math.pi), atol=1e-12)
+
 def test_fresh_glow_with_actnorm_init_on_standard_normal_is_near_analytic():
     """With data init on N(0, I) data every ActNorm is within sampling error of the identity."""
     flow = Glow(SMALL, 4, 8, 8)
@@ -163,7 +191,7 @@ def test_actnorm_init_standardises_the_first_batch():
     assert torch.allclose(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-12)
     assert torch.allclose(y.std(dim=(0, 2, 3), correction=0), torch.ones(3), atol=1e-12)
     std = x.std(dim=(0, 2, 3), correction=0)
-    assert torch.allclose(logdet, -25 * std.log().sum().expand(32))
+    assert torch.allclose(logdet, -std.log().sum().expand(32, 5, 5))
 
 
 def test_actnorm_constant_channel_stays_finite():

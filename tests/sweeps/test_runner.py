@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sweeps.runner import RunOptions, collect, init_ray, run_sweep, stage_counts, stage_keys
+from sweeps.runner import RunOptions, collect, init_ray, run_sweep, stage_counts, stage_keys, subset_aucs
 from sweeps.spec import expand, load_sweep
 from vadcore.testing import TINY
 
@@ -83,3 +83,23 @@ def test_resume_keeps_finished_trials(swept):
     assert tjson.stat().st_mtime == mtime
     assert {r["id"]: r["seconds"] for r in again if r["status"] == "finished"} == before
     assert json.loads((root / "results/tiny/sweep.json").read_text())["sets"] == list(opts.sets)
+
+
+def test_search_objective_scores_like_the_trial(tmp_path):
+    """val_auc / test_auc re-score each half of the test videos from frame_scores.parquet with the trial's
+    whole Eq. 9 score, local term included: here L ranks every video perfectly and local L perfectly wrong."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vadcore.scoring import ScoreConfig
+
+    n = 4  # videos, each [normal, anomalous]
+    pq.write_table(pa.table({
+        "video": [v for v in "ABCD" for _ in range(2)], "label": [0, 1] * n, "score_r": [1.0] * 2 * n,
+        "score_l": [0.0, 1.0] * n, "score_l_local": [1.0, 0.0] * n,
+    }), tmp_path / "frame_scores.parquet")
+    paper = subset_aucs(tmp_path, ScoreConfig(lambda_L=1.0), 0.5, 0)
+    assert (paper["val_auc"], paper["test_auc"]) == (1.0, 1.0)
+    assert len(paper["val_videos"]) == len(paper["test_videos"]) == 2
+    local = subset_aucs(tmp_path, ScoreConfig(lambda_L=1.0, lambda_local=2.0), 0.5, 0)  # S = [2, 1] per video
+    assert (local["val_auc"], local["test_auc"]) == (0.0, 0.0)

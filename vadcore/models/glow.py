@@ -1,7 +1,9 @@
 """Glow (Kingma & Dhariwal 2018) on the ITAE's pooled latents: the density model of ITAE Eq. 1-2.
 
-Every invertible layer maps ``forward(x) -> (y, logdet)`` with ``logdet`` (B,) = log|det dy/dx| per sample,
-and ``reverse(y) -> x``. One level is squeeze -> K x (ActNorm -> invertible 1x1 conv -> affine coupling);
+Every invertible layer maps ``forward(x) -> (y, logdet)`` and ``reverse(y) -> x``. ``logdet`` (B, H, W) is
+per spatial position of the output: every layer acts on one position's channels, or (the coupling) sets one
+position's scale, so log|det dy/dx| is its sum over positions. The per-position parts give a flow's NLL *map*
+(``nll_map``), whose patches score small anomalies the whole-latent NLL averages away. One level is squeeze -> K x (ActNorm -> invertible 1x1 conv -> affine coupling);
 every level but the last splits off half its channels, scored by a learned conditional Gaussian (Glow's
 multi-scale architecture, after RealNVP). With the prior of ``hgad_prior.py``:
 
@@ -58,8 +60,13 @@ class GlowConfig:
 
 
 def _logdet(per_pixel: Tensor, x: Tensor) -> Tensor:
-    """A per-sample logdet (B,) from a layer whose log|det| per spatial position is `per_pixel` (scalar)."""
-    return (per_pixel * x.shape[2] * x.shape[3]).expand(x.shape[0])
+    """The logdet map (B, H, W) of a layer whose log|det| is the same scalar `per_pixel` at every position."""
+    return per_pixel.expand(x.shape[0], x.shape[2], x.shape[3])
+
+
+def _block_sum(m: Tensor) -> Tensor:
+    """(B, H, W) -> (B, H/2, W/2): sums 2x2 blocks, carrying a per-position map through a squeeze."""
+    return F.avg_pool2d(m[:, None], 2)[:, 0] * 4
 
 
 def _zero_conv(cin: int, cout: int) -> nn.Conv2d:
@@ -119,7 +126,7 @@ class InvConv1x1(nn.Module):
     """Invertible 1x1 convolution in LU form (Glow §3.2): W = P L (U + diag(sign(s) * exp(log|s|))).
 
     P and sign(s) are fixed buffers; L (unit lower), U (strict upper) and log|s| are learned, so
-    log|det W| = sum(log|s|) costs O(C), and the layer's logdet is h * w * sum(log|s|). W starts as a random
+    log|det W| = sum(log|s|) costs O(C), and is the layer's logdet at every position. W starts as a random
     rotation, |det W| = 1.
     """
 
@@ -154,7 +161,8 @@ class AffineCoupling(nn.Module):
 
     NN(x_a) = conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-initialised conv3x3 -> (shift, h), interleaved on
     channels as in Glow; scale = sigmoid(h + 2) / sigmoid(2). Glow's sigmoid keeps the scale bounded; the
-    division makes the fresh step exactly the identity (Glow's starts at scale 0.88). logdet = sum log scale.
+    division makes the fresh step exactly the identity (Glow's starts at scale 0.88). logdet = the sum of
+    log scale over channels, per position.
     """
 
     def __init__(self, channels: int, hidden: int):
@@ -178,7 +186,7 @@ class AffineCoupling(nn.Module):
         x_a, x_b = x[:, : self.n_a], x[:, self.n_a :]
         shift, log_scale = self._shift_log_scale(x_a)
         y_b = (x_b + shift) * torch.exp(log_scale)
-        return torch.cat([x_a, y_b], dim=1), log_scale.flatten(1).sum(1)
+        return torch.cat([x_a, y_b], dim=1), log_scale.sum(1)
 
     def reverse(self, y: Tensor) -> Tensor:
         y_a, y_b = y[:, : self.n_a], y[:, self.n_a :]
@@ -193,7 +201,7 @@ class Squeeze(nn.Module):
         b, c, h, w = x.shape
         x = x.view(b, c, h // 2, 2, w // 2, 2)  # (B, C, H/2, 2, W/2, 2)
         x = x.permute(0, 1, 3, 5, 2, 4)  # (B, C, 2, 2, H/2, W/2)
-        return x.reshape(b, 4 * c, h // 2, w // 2), x.new_zeros(b)
+        return x.reshape(b, 4 * c, h // 2, w // 2), x.new_zeros(b, h // 2, w // 2)
 
     def reverse(self, y: Tensor) -> Tensor:
         b, c4, h, w = y.shape
@@ -207,7 +215,7 @@ class Split(nn.Module):
 
     Its density is a Gaussian whose mean and log-std a zero-initialised conv predicts from the kept half
     (``learned``), else N(0, I). Not a bijection alone: ``forward`` returns (kept, dropped, log p(dropped |
-    kept)) and ``reverse`` needs ``dropped`` back (or samples it from the same Gaussian).
+    kept) per position (B, H, W)) and ``reverse`` needs ``dropped`` back (or samples it from the same Gaussian).
     """
 
     def __init__(self, channels: int, learned: bool):
@@ -225,7 +233,7 @@ class Split(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         kept, dropped = x[:, : self.n_keep], x[:, self.n_keep :]
         logp = gaussian_log_density(dropped, *self._mean_log_std(kept))
-        return kept, dropped, logp.flatten(1).sum(1)
+        return kept, dropped, logp.sum(1)
 
     def reverse(self, kept: Tensor, dropped: Tensor | None = None) -> Tensor:
         if dropped is None:
@@ -242,7 +250,7 @@ class FlowStep(nn.Module):
         self.layers = nn.ModuleList([ActNorm(channels), InvConv1x1(channels), AffineCoupling(channels, hidden)])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        logdet = x.new_zeros(x.shape[0])
+        logdet = 0
         for layer in self.layers:
             x, ld = layer(x)
             logdet = logdet + ld
@@ -259,6 +267,7 @@ class FlowOutput(NamedTuple):
     logdet: Tensor  # (B,) summed log|det J| of all layers: J of x -> (z, *splits)
     split_logp: Tensor  # (B,) summed log p(split-off half | kept half); zeros when L = 1
     splits: list[Tensor]  # split-off halves, level by level, (B, 2C_l, H_l, W_l): reverse() needs them
+    jac_map: Tensor  # (B, H_top, W_top) logdet + split_logp of the input block under each top position
 
 
 class Glow(nn.Module):
@@ -295,11 +304,11 @@ class Glow(nn.Module):
         return math.prod(self.top_shape)
 
     def forward(self, x: Tensor) -> FlowOutput:
-        logdet = x.new_zeros(x.shape[0])
-        split_logp = x.new_zeros(x.shape[0])
+        logdet = split_logp = None  # per-position maps (B, h, w) at the current level's resolution
         splits = []
         for i, steps in enumerate(self.levels):
-            x, _ = self.squeeze(x)  # (B, C, H, W) -> (B, 4C, H/2, W/2)
+            x, zero = self.squeeze(x)  # (B, C, H, W) -> (B, 4C, H/2, W/2)
+            logdet, split_logp = (zero, zero) if i == 0 else (_block_sum(logdet), _block_sum(split_logp))
             for step in steps:
                 x, ld = step(x)
                 logdet = logdet + ld
@@ -307,7 +316,8 @@ class Glow(nn.Module):
                 x, dropped, logp = self.splits[i](x)  # (B, 4C, ., .) -> kept and dropped, (B, 2C, ., .) each
                 split_logp = split_logp + logp
                 splits.append(dropped)
-        return FlowOutput(x.flatten(1), logdet, split_logp, splits)  # (B, C_top, H_top, W_top) -> (B, D_top)
+        jac = logdet.sum((1, 2)), split_logp.sum((1, 2))
+        return FlowOutput(x.flatten(1), *jac, splits, logdet + split_logp)  # z: (B, C_top, H_top, W_top) -> (B, D_top)
 
     def reverse(self, z: Tensor, splits: list[Tensor] | None = None) -> Tensor:
         x = z.view(z.shape[0], *self.top_shape)  # (B, D_top) -> (B, C_top, H_top, W_top)
@@ -327,6 +337,18 @@ def nll_per_dim(flow_out: FlowOutput, prior: nn.Module, input_dim: int) -> Tenso
     """
     log_px = prior.log_prob(flow_out.z) + flow_out.split_logp + flow_out.logdet
     return -log_px / input_dim
+
+
+def nll_map(flow_out: FlowOutput, prior: nn.Module, input_dim: int) -> Tensor:
+    """-log p(x) per top position, in nats per input dimension, (B, H_top, W_top); its mean is ``nll_per_dim``.
+
+    Each position owns the input block it was squeezed from; its NLL is its z's log-density, its share of
+    every logdet and of the split-off halves. Needs a prior that factorises over positions
+    (``prior.log_prob_map``: N(0, I)); a mixture over the whole z (HGAD) has no per-position density.
+    """
+    b, h, w = flow_out.jac_map.shape
+    z = flow_out.z.view(b, -1, h, w)  # (B, D_top) -> (B, C_top, H_top, W_top)
+    return -(prior.log_prob_map(z) + flow_out.jac_map) / (input_dim / (h * w))
 
 
 def bits_per_dim(nats: Tensor) -> Tensor:

@@ -84,6 +84,11 @@ class GaussianPrior(nn.Module):
         z = _wide(z)
         return -0.5 * (z * z).sum(1) - 0.5 * self.dim * LOG_2PI
 
+    def log_prob_map(self, z: Tensor) -> Tensor:
+        """log N(z; 0, I) per spatial position, (B, C, H, W) -> (B, H, W); sums to ``log_prob`` of the flat z."""
+        z = _wide(z)
+        return -0.5 * (z * z).sum(1) - 0.5 * z.shape[1] * LOG_2PI
+
     def loss(self, z: Tensor, jac: Tensor, y: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
         """-log p(x) / D with D = dim(z) (= nll_per_dim when L = 1); `y` and `progress` are unused."""
         nll = -(self.log_prob(z) + jac).mean() / self.dim
