@@ -29,19 +29,20 @@ set = { "data.benchmark" = "ped2" }  # valid config, but no data root: fails at 
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(monkeypatch_module):
     import ray
 
+    # before Ray starts: its workers inherit the environment, and the broken trial must find no data root
+    monkeypatch_module.delenv("VAD_DATA_ROOT", raising=False)
     assert init_ray(None, num_cpus=2), "a Ray instance was already running"
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
-def swept(ray_local, tmp_path_factory, monkeypatch_module):
+def swept(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     (root / "tiny.toml").write_text(SWEEP)
-    monkeypatch_module.delenv("VAD_DATA_ROOT", raising=False)
     spec = load_sweep(root / "tiny.toml")
     opts = RunOptions(results=str(root / "results"), cache=str(root / "cache"), sets=list(TINY), quiet=True)
     return root, spec, opts, run_sweep(spec, opts)
