@@ -285,7 +285,7 @@ def _timeline_section(doc: Doc, sweep_dir: Path, rows: list[dict[str, Any]], key
             step = float(np.median(np.diff(frame))) if len(frame) > 1 else 1.0
             for s, e in _runs(labels[sel][idx] == 1):
                 ax.axvspan(frame[s] - step / 2, frame[e] + step / 2, color="tab:red", alpha=0.15, lw=0)
-            ax.plot(frame, np.asarray(t["score"], float)[sel][idx], color="black", lw=1.4, label="score S (Eq. 9)")
+            ax.plot(frame, np.asarray(t["score"], float)[sel][idx], color="black", lw=1.4, label="score S")
             ax.plot(frame, _minmax(np.asarray(t["score_r"], float)[sel][idx]), color="tab:blue", lw=0.9, alpha=0.8, label="R, normalised")
             for col, color, label in (("score_l", "tab:green", "L"), ("score_l_local", "tab:orange", "local L")):
                 part = np.asarray([np.nan if x is None else x for x in t.get(col, [None] * len(labels))], float)[sel][idx]
