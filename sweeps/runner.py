@@ -96,12 +96,13 @@ def subset_aucs(out_dir: Path, score: ScoreConfig, fraction: float, seed: int) -
     val, held = split_test_videos(sorted(set(videos.tolist())), fraction, seed)
     labels, r = np.asarray(t["label"]), np.asarray(t["score_r"])
     l, local = (np.asarray(t[k], dtype=float) for k in ("score_l", "score_l_local"))
+    l, local = (None if np.isnan(x).all() else x for x in (l, local))  # all NaN: no flows, no NLL maps
     out: dict[str, Any] = {"val_videos": val, "test_videos": held}
     for name, keep_videos in (("val_auc", val), ("test_auc", held)):
         keep = np.isin(videos, keep_videos)
         try:
-            parts = (None if np.isnan(x).all() else x[keep] for x in (l, local))
-            rep = frame_auc_report(labels[keep], videos[keep], r[keep], next(parts), score.lambda_L, next(parts), score.lambda_local)
+            l_k, local_k = (None if x is None else x[keep] for x in (l, local))
+            rep = frame_auc_report(labels[keep], videos[keep], r[keep], l_k, score, local_k)
             out[name] = float(rep["auc_micro"])
         except ValueError:  # one class only in that half
             out[name] = float("nan")

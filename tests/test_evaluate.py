@@ -39,24 +39,24 @@ def test_one_class_video_excluded_from_macro():
 
 def test_report_with_l_uses_eq9():
     l = np.array([5.0, 0.0, 1.0, 3.0, 9.0, 1.0])
-    rep = frame_auc_report(LABELS, VIDEOS, R, l, lambda_L=0.5)
+    rep = frame_auc_report(LABELS, VIDEOS, R, l, ScoreConfig(lambda_L=0.5))
     s = anomaly_score(R, l, VIDEOS, ScoreConfig(lambda_L=0.5)).score
     assert rep["auc_micro"] == pytest.approx(roc_auc_score(LABELS, s))
     # L alone, raw order: positives 1, 9; negatives 5, 0, 3, 1 -> (1 + 0.5) + 4 = 5.5 / 8.
     assert rep["l_auc_micro_global"] == pytest.approx(5.5 / 8)
-    assert frame_auc_report(LABELS, VIDEOS, R, l, lambda_L=0.0)["auc_micro"] == rep["r_auc_micro"]
+    assert frame_auc_report(LABELS, VIDEOS, R, l, ScoreConfig(lambda_L=0.0))["auc_micro"] == rep["r_auc_micro"]
 
 
 def test_report_with_local_term():
     l = np.array([5.0, 0.0, 1.0, 3.0, 9.0, 1.0])
     local = np.array([0.0, 1.0, 2.0, 7.0, 8.0, 0.0])
-    rep = frame_auc_report(LABELS, VIDEOS, R, l, 0.5, local, 2.0)
+    rep = frame_auc_report(LABELS, VIDEOS, R, l, ScoreConfig(lambda_L=0.5, lambda_local=2.0), local)
     s = anomaly_score(R, l, VIDEOS, ScoreConfig(lambda_L=0.5, lambda_local=2.0), local).score
     assert rep["auc_micro"] == pytest.approx(roc_auc_score(LABELS, s))
     # local alone, raw order: positives 2, 8; negatives 0, 1, 7, 0 -> 3 + 4 = 7 / 8.
     assert rep["local_auc_micro_global"] == pytest.approx(7 / 8)
-    without = frame_auc_report(LABELS, VIDEOS, R, l, 0.5, local, 0.0)  # reported, but not in S
-    assert without["auc_micro"] == frame_auc_report(LABELS, VIDEOS, R, l, 0.5)["auc_micro"]
+    without = frame_auc_report(LABELS, VIDEOS, R, l, ScoreConfig(lambda_L=0.5), local)  # reported, but not in S
+    assert without["auc_micro"] == frame_auc_report(LABELS, VIDEOS, R, l, ScoreConfig(lambda_L=0.5))["auc_micro"]
     assert without["local_auc_micro_global"] == rep["local_auc_micro_global"]
 
 

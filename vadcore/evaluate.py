@@ -65,23 +65,22 @@ def frame_auc_report(
     videos: np.ndarray,
     r: np.ndarray,
     l: np.ndarray | None = None,
-    lambda_L: float = 1.0,
+    cfg: ScoreConfig = ScoreConfig(),
     local: np.ndarray | None = None,
-    lambda_local: float = 0.0,
 ) -> dict[str, float | int]:
     """Frame AUCs of the Eq. 9 score S and of each of its parts alone, under the micro, micro_global and macro
     protocols.
 
     labels: (n,) 1 = anomalous frame; videos: (n,) video id of each frame; r, l, local: raw per-frame R
     (Eq. 7, window-averaged), L (Eq. 8) and local L (`vadcore.scoring.local_nll`) over the whole test set,
-    l None without flows (then S = norm(R)), local None without NLL maps.
+    l None without flows (then S = norm(R)), local None without NLL maps; cfg: the weights (lambda_L,
+    lambda_local), as for `anomaly_score` (its `normalise` is ignored: each protocol sets its own).
     Keys: auc_micro, auc_micro_global, auc_macro for S; r_auc_* for R; l_auc_* for L and local_auc_* for
     local L when given; macro_videos_used, macro_videos_excluded (one-class videos, no AUC). auc_macro is
     nan if no video has both classes. Raises ValueError if all frames are one class.
     """
     labels = _check(labels, videos, r, l, local)
     videos = np.asarray(videos)
-    cfg = ScoreConfig(lambda_L=lambda_L, lambda_local=lambda_local)
     by_video = anomaly_score(r, l, videos, replace(cfg, normalise="video"), local)
     overall = anomaly_score(r, l, videos, replace(cfg, normalise="global"), local)
     report: dict[str, float | int] = _protocols(labels, videos, by_video.score, overall.score)

@@ -208,8 +208,8 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
         )
     torch.save(model.state_dict(), out / "flow.pt")
     if model.has_map:
-        x_all, y_all = (x_fit, y_fit) if x_val is None else (torch.cat([x_fit, x_val]), torch.cat([y_fit, y_val]))
-        np.save(out / NLL_MAP_MEAN, scene_mean_maps(model.eval(), x_all, y_all, len(scenes)))
+        parts = [(x_fit, y_fit)] + ([] if x_val is None else [(x_val, y_val)])
+        np.save(out / NLL_MAP_MEAN, scene_mean_maps(model.eval(), parts, len(scenes)))
     return {"history": result.history, "steps": result.steps, "input_shape": [c, h, w], "scenes": scenes}
 
 
@@ -217,13 +217,16 @@ NLL_MAP_MEAN = "nll_map_mean.npy"  # in a flow stage: (scenes, H_top, W_top) mea
 
 
 @torch.no_grad()
-def scene_mean_maps(model: FlowModel, x: torch.Tensor, y: torch.Tensor, num_scenes: int) -> np.ndarray:
+def scene_mean_maps(model: FlowModel, parts: list[tuple[torch.Tensor, torch.Tensor]], num_scenes: int) -> np.ndarray:
     """Mean per-position NLL map (bits/dim) of the normal training windows of each scene, (S, H_top, W_top).
+
+    parts: (features, scene index) pairs, e.g. the fit and the validation windows, read without concatenating.
 
     `local_nll` subtracts it, so positions where normal frames are always hard to model (a busy walkway, a
     scene border) do not look anomalous. Every training scene has windows, so no mean is empty.
     """
-    maps = torch.cat([model.bits_per_dim(xb.to(device()), with_map=True)[1].cpu() for xb in x.split(256)])
+    maps = torch.cat([model.bits_per_dim(xb.to(device()), with_map=True)[1].cpu() for x, _ in parts for xb in x.split(256)])
+    y = torch.cat([y for _, y in parts])
     return np.stack([maps[y == k].mean(0).numpy() for k in range(num_scenes)]).astype(np.float32)
 
 
@@ -272,15 +275,16 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
                 mask = mask[:, None].to(dev, torch.float32)  # (B, 1, T, H, W)
             r = recon_error(x, rec_out.recon, cfg.score.patch, mask).cpu().numpy()
             nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p), p in mapped) for p, m in flow_models.items()}
+            nll = {p: tuple(None if t is None else t.cpu().numpy() for t in pair) for p, pair in nll.items()}  # one copy per batch
             for i, (v, s) in enumerate(zip(b["video"], b["start"].tolist())):
                 rec = per_video.setdefault(v, {"start": [], "r": [], "label": np.zeros(manifest["per_video"][v]["frames"], np.uint8), **{k: [] for p in flow_models for k in (p, f"map_{p}")}})
                 rec["start"].append(s)
                 rec["label"][s : s + cfg.itae.frames] = b["labels"][i].numpy()
                 rec["r"].append(r[i])
                 for p, (whole, nll_maps) in nll.items():
-                    rec[p].append(whole[i].item())
+                    rec[p].append(whole[i])
                     if nll_maps is not None:
-                        rec[f"map_{p}"].append(nll_maps[i].cpu().numpy())
+                        rec[f"map_{p}"].append(nll_maps[i])
             advance(len(b["video"]))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "frame", "label", "scene", "r", "nll_app", "nll_mot", *(f"excess_{p}" for p in mapped))}
     train_means = {p: (flows[p].info["scenes"], np.load(flows[p].path / NLL_MAP_MEAN)) for p in mapped}
@@ -324,7 +328,7 @@ def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, n
     l = combine_nll(nll_app, nll_mot)
     excess = {p: scores[f"excess_{p}"] for p in cfg.score.local_paths if f"excess_{p}" in scores}
     local = combine_nll(*(local_nll(excess[p], cfg.score.local_patch) if p in excess else None for p in ("app", "mot")))
-    metrics: dict[str, Any] = frame_auc_report(labels, videos, scores["r"], l, cfg.score.lambda_L, local, cfg.score.lambda_local)
+    metrics: dict[str, Any] = frame_auc_report(labels, videos, scores["r"], l, cfg.score, local)
     final = anomaly_score(scores["r"], l, videos, cfg.score, local).score  # normalised as cfg.score.normalise says
     metrics["auc"] = metrics["auc_micro_global"] if cfg.score.normalise == "global" else metrics["auc_micro"]
     scenes = scores["scene"]

@@ -3,8 +3,9 @@
 Every invertible layer maps ``forward(x) -> (y, logdet)`` and ``reverse(y) -> x``. ``logdet`` (B, H, W) is
 per spatial position of the output: every layer acts on one position's channels, or (the coupling) sets one
 position's scale, so log|det dy/dx| is its sum over positions. The per-position parts give a flow's NLL *map*
-(``nll_map``), whose patches score small anomalies the whole-latent NLL averages away. One level is squeeze -> K x (ActNorm -> invertible 1x1 conv -> affine coupling);
-every level but the last splits off half its channels, scored by a learned conditional Gaussian (Glow's
+(``nll_map``), whose patches score small anomalies the whole-latent NLL averages away.
+
+One level is squeeze -> K x (ActNorm -> invertible 1x1 conv -> affine coupling); every level but the last splits off half its channels, scored by a learned conditional Gaussian (Glow's
 multi-scale architecture, after RealNVP). With the prior of ``hgad_prior.py``:
 
     log p(x) = prior.log_prob(z) + split_logp + logdet                                      (ITAE Eq. 2)
