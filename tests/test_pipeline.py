@@ -3,6 +3,7 @@ re-scoring only when lambda_L changes, and determinism."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -84,3 +85,28 @@ def test_same_config_in_a_fresh_cache_gives_the_same_auc(first, tmp_path):
     again = run_trial(resolve_config("synthetic", "smoke", TINY), None, tmp_path / "cache", tmp_path / "out", show=False)
     assert again["stages"]["itae"]["status"] == "trained"
     assert again["metrics"]["auc_micro"] == pytest.approx(trial["metrics"]["auc_micro"], abs=1e-6)
+
+
+def test_a_corrupt_stage_file_rebuilds_that_stage_and_its_dependants(first, tmp_path):
+    """A truncated itae.pt retrains the ITAE; seeded CPU training gives it back byte for byte, so the flows and
+    scores built from it verify and are reused (tests/test_stages.py: a changed upstream rebuilds them). A
+    deleted nll_map_mean.npy retrains only the motion flow, again to the same bytes. Same AUC both times."""
+    root, trial = first
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache", cache)
+    cfg = resolve_config("synthetic", "smoke", TINY)
+    stages = cache / "stages"
+    itae_pt = stages / "itae" / trial["stages"]["itae"]["key"] / "itae.pt"
+    itae_pt.write_bytes(itae_pt.read_bytes()[:100])
+    again = run_trial(cfg, None, cache, tmp_path / "out1", show=False)
+    assert {k: s["status"] for k, s in again["stages"].items() if k in ("itae", "flow_app", "flow_mot", "score")} == {
+        "itae": "trained", "flow_app": "reused", "flow_mot": "reused", "score": "reused"}
+    assert "itae.pt has 100 bytes" in again["stages"]["itae"]["rebuilt_because"]
+
+    (stages / "flow_mot" / trial["stages"]["flow_mot"]["key"] / NLL_MAP_MEAN).unlink()
+    third = run_trial(cfg, None, cache, tmp_path / "out2", show=False)
+    assert {k: s["status"] for k, s in third["stages"].items() if k in ("itae", "flow_app", "flow_mot", "score")} == {
+        "itae": "reused", "flow_app": "reused", "flow_mot": "trained", "score": "reused"}
+    assert f"{NLL_MAP_MEAN} is missing" in third["stages"]["flow_mot"]["rebuilt_because"]
+    assert again["metrics"]["auc_micro"] == pytest.approx(trial["metrics"]["auc_micro"], abs=1e-6)
+    assert third["metrics"]["auc_micro"] == pytest.approx(trial["metrics"]["auc_micro"], abs=1e-6)

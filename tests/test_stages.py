@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from vadcore.stages import StageStore
+import pytest
+
+from vadcore.stages import StageRecord, StageStore
 
 SLICE = {"itae": {"tau": 4}, "seed": 0}
 
@@ -65,3 +67,68 @@ StageStore(Path({str(tmp_path)!r})).get_or_build("itae", {SLICE!r}, build)
     rerun = store.get_or_build("itae", SLICE, lambda out: {"complete": True})
     assert rerun.status == "trained" and rerun.info["complete"]
     assert not list((tmp_path / "stages/itae").glob(".*.tmp-*")), "the killed build's temporary folder is cleaned up"
+
+
+def _weights_stage(store: StageStore, slice_=SLICE, inputs=()):
+    def build(out: Path) -> dict:
+        (out / "weights.pt").write_bytes(b"0123456789")
+        (out / "maps").mkdir()
+        (out / "maps" / "mean.npy").write_bytes(b"abc")
+        return {"steps": 1}
+
+    return store.get_or_build("itae", slice_, build, files=("weights.pt",), inputs=inputs)
+
+
+def _flip_byte(f: Path) -> None:
+    data = bytearray(f.read_bytes())
+    data[0] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+CORRUPTIONS = {
+    "flipped byte": ("weights.pt", _flip_byte, "does not match the checksum"),
+    "truncated": ("weights.pt", lambda f: f.write_bytes(b"01"), "has 2 bytes, 10 when built"),
+    "deleted file in a subfolder": ("maps/mean.npy", Path.unlink, "mean.npy is missing"),
+    "garbage info.json": ("info.json", lambda f: f.write_text("{not json"), "bookkeeping is unreadable"),
+    "info.json without checksums": ("info.json", lambda f: f.write_text('{"steps": 1}'), "predates checksums"),
+    "another slice.json": ("slice.json", lambda f: f.write_text('{"seed": 7}'), "is not the slice this key hashes"),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS)
+def test_a_corrupt_stage_file_is_rebuilt_and_the_record_says_why(tmp_path, case):
+    said: list[str] = []
+    store = StageStore(tmp_path, say=said.append)
+    first = _weights_stage(store)
+    rel, corrupt, reason = CORRUPTIONS[case]
+    corrupt(first.path / rel)
+    again = _weights_stage(store)
+    assert again.status == "trained" and reason in again.rebuilt
+    assert len(said) == 1 and "stage itae" in said[0] and reason in said[0]
+    assert (again.path / "weights.pt").read_bytes() == b"0123456789"
+    assert _weights_stage(store).status == "reused"  # the rebuilt copy verifies
+
+
+def test_a_stage_built_from_a_rebuilt_upstream_is_rebuilt_too(tmp_path):
+    store = StageStore(tmp_path, say=lambda msg: None)
+    up = _weights_stage(store)
+    down = _weights_stage(store, {"flow": 1}, inputs=(up,))
+    assert _weights_stage(store, {"flow": 1}, inputs=(up,)).status == "reused"
+    changed = StageRecord(up.name, up.key, up.path, "trained", 0.0, {"files": {"weights.pt": {"bytes": 10, "sha256": "other"}}})
+    again = _weights_stage(store, {"flow": 1}, inputs=(changed,))
+    assert down.status == "trained" and again.status == "trained" and "another copy of stage itae" in again.rebuilt
+
+
+def test_a_build_that_skips_a_declared_file_fails_and_leaves_nothing(tmp_path):
+    store = StageStore(tmp_path)
+    with pytest.raises(RuntimeError, match="did not write weights.pt"):
+        store.get_or_build("itae", SLICE, lambda out: {}, files=("weights.pt",))
+    assert not store.path("itae", store.key("itae", SLICE)).exists()
+
+
+def test_a_users_error_inside_a_build_names_the_stage(tmp_path):
+    def build(out: Path) -> dict:
+        raise FloatingPointError("non-finite training loss nan at epoch 0, step 3")
+
+    with pytest.raises(FloatingPointError, match=r"^stage itae: non-finite training loss"):
+        StageStore(tmp_path).get_or_build("itae", SLICE, build)

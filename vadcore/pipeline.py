@@ -396,6 +396,8 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
 
     def record(rec: StageRecord, own_seconds: float) -> None:
         stages[rec.name] = {"key": rec.key, "status": rec.status, "seconds": round(own_seconds, 3), "build_seconds": rec.seconds}
+        if rec.rebuilt:
+            stages[rec.name]["rebuilt_because"] = rec.rebuilt
 
     folders = {}
     for split in ("train", "test"):
@@ -406,7 +408,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
 
     slices = stage_slices(cfg, {split: f.name for split, f in folders.items()}, store)
     t0 = time.perf_counter()
-    itae_stage = store.get_or_build("itae", slices["itae"], lambda out: build_itae(cfg, folders["train"], out, report, show))
+    itae_stage = store.get_or_build("itae", slices["itae"], lambda out: build_itae(cfg, folders["train"], out, report, show), files=("itae.pt",))
     record(itae_stage, time.perf_counter() - t0)
 
     flows: dict[str, StageRecord] = {}
@@ -414,11 +416,12 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         if f"flow_{path}" in slices:
             t0 = time.perf_counter()
             build = lambda out, p=path: build_flow(cfg, p, itae_stage, folders["train"], out, report, show)  # noqa: E731
-            flows[path] = store.get_or_build(f"flow_{path}", slices[f"flow_{path}"], build)
+            flows[path] = store.get_or_build(f"flow_{path}", slices[f"flow_{path}"], build, files=("flow.pt",), inputs=(itae_stage,))
             record(flows[path], time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    score_stage = store.get_or_build("score", slices["score"], lambda out: build_scores(cfg, itae_stage, flows, folders["test"], out, show))
+    score_stage = store.get_or_build("score", slices["score"], lambda out: build_scores(cfg, itae_stage, flows, folders["test"], out, show), files=("scores.npz",),
+                                  inputs=(itae_stage, *flows.values()))
     record(score_stage, time.perf_counter() - t0)
 
     t0 = time.perf_counter()
