@@ -1,6 +1,8 @@
 """Config resolution: profiles, --set overrides, and errors that name the field and the allowed values."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from vadcore.config import resolve_config
@@ -27,11 +29,38 @@ def test_profile_and_overrides_resolve_in_order():
         (["score.lambda_local=1", "flow.prior.kind='hgad'"], r"score\.lambda_local=1\.0 needs flow\.prior\.kind='gaussian'"),
         (["score.local_patch=9"], r"score\.local_patch=9 must fit the flows' 8x12 NLL map"),
         (["lambda"], r"--set 'lambda' must look like key=value"),
+        (["itae=3", "itae.tau=2"], r"itae=3 and itae\.FIELD=\.\.\. both set: itae is either a value or a section"),
+        (["itae.tau=2", "itae=3"], r"itae=3 and itae\.FIELD=\.\.\. both set"),
+        (["flow.glow=1", "flow.glow.steps=2"], r"flow\.glow=1 and flow\.glow\.FIELD=\.\.\. both set"),
+        (["itae=3"], r"itae=3: itae is a section, set its fields as itae\.FIELD=\.\.\.; fields: frames, tau"),
+        (["data.loader_workers=-2"], r"data\.loader_workers=-2 must be >= 0"),
+        (["itae.width=inf"], r"itae\.width=inf must be a finite number"),
+        (["flow.prior.lambda1=nan"], r"flow\.prior\.lambda1=nan must be a finite number"),
+        (["seed=-1"], r"seed=-1 must be in \[0, 2\*\*32\)"),
     ],
 )
 def test_bad_overrides_name_the_field(sets, message):
     with pytest.raises(ConfigError, match=message):
         resolve_config("ped2", "smoke", sets)
+
+
+@pytest.mark.parametrize("section", ["itae_train", "flow.train"])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lr=inf", r"lr=inf must be a finite number"),
+        ("lr=nan", r"lr=nan must be a finite number"),
+        ("lr=0", r"lr=0\.0 must be > 0"),
+        ("min_lr=0.5", r"min_lr=0\.5 must be <= .*lr="),
+        ("max_steps=-3", r"max_steps=-3 must be >= 0"),
+        ("grad_clip=-1", r"grad_clip=-1\.0 must be >= 0"),
+        ("weight_decay=-1e-4", r"weight_decay=-0\.0001 must be >= 0"),
+        ("epochs=0", r"epochs=0 must be >= 1"),
+    ],
+)
+def test_training_sections_reject_values_out_of_range(section, override, message):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(section)}\.{message}"):
+        resolve_config("ped2", "smoke", [f"{section}.{override}"])
 
 
 def test_unknown_profile_lists_the_allowed_ones():

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from vadcore.errors import VadError
+from vadcore.errors import ConfigError, VadError
 
 CACHE_ENV = "VAD_CACHE"
 
@@ -62,7 +62,16 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_out_folder(value: str) -> None:
+    """--out is written only after the whole trial, so a path that cannot be a folder fails here, up front."""
+    out = Path(value).expanduser().absolute()
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out={value!r}: {existing} is not a folder; --out must be a folder (existing or new)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    check_out_folder(args.out)
     from vadcore.pipeline import run_trial_cli
 
     return run_trial_cli(args, cache_root(args.cache))
@@ -99,8 +108,10 @@ def guarded(func, args: argparse.Namespace, interrupted: str = "interrupted") ->
         return func(args)
     except VadError as e:
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        message = Text.assemble(("error:", "bold red"), " ", str(e))  # Text, not markup: "[a:b]" stays literal
+        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

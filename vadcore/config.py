@@ -8,12 +8,14 @@ overrides last. The resolved config is validated once, across fields, and saved 
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from vadcore.configtools import from_dict, load_toml, merge, parse_sets
+from vadcore.configtools import flatten, from_dict, load_toml, merge, parse_sets
 from vadcore.errors import ConfigError
 from vadcore.models.glow import GlowConfig
 from vadcore.models.hgad_prior import PriorConfig
@@ -75,23 +77,35 @@ class TrialConfig:
         from vadcore.data import BENCHMARKS
 
         d, m = self.data, self.itae
+        for key, value in flatten(dataclasses.asdict(self)).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key}={value!r} must be a finite number")
         if d.benchmark not in BENCHMARKS:
             raise ConfigError(f"data.benchmark={d.benchmark!r} unknown; allowed: {', '.join(BENCHMARKS)}")
         if d.channels not in (1, 3):
             raise ConfigError(f"data.channels={d.channels} must be 1 (grey) or 3 (RGB)")
         if m.in_channels != d.channels:
             raise ConfigError(f"itae.in_channels={m.in_channels} must equal data.channels={d.channels}")
-        for name in ("height", "width", "train_stride", "test_stride"):
-            if getattr(d, name) < 1:
-                raise ConfigError(f"data.{name}={getattr(d, name)} must be >= 1")
-        for step_name, step in (("itae_train", self.itae_train), ("flow.train", self.flow.train)):
-            for name in ("epochs", "batch_size"):
-                if getattr(step, name) < 1:
-                    raise ConfigError(f"{step_name}.{name}={getattr(step, name)} must be >= 1")
+        steps = (("itae_train", self.itae_train), ("flow.train", self.flow.train))
+        minimums = [  # (section, its config, lowest allowed value, fields)
+            ("data", d, 1, ("height", "width", "train_stride", "test_stride")),
+            ("data", d, 0, ("loader_workers",)),
+            *((name, step, 1, ("epochs", "batch_size")) for name, step in steps),
+            *((name, step, 0, ("max_steps", "min_lr", "weight_decay", "grad_clip")) for name, step in steps),
+        ]
+        for section, sub, lowest, names in minimums:
+            for name in names:
+                if getattr(sub, name) < lowest:
+                    raise ConfigError(f"{section}.{name}={getattr(sub, name)!r} must be >= {lowest}")
+        for step_name, step in steps:
             if not step.lr > 0:
-                raise ConfigError(f"{step_name}.lr={step.lr} must be > 0")
+                raise ConfigError(f"{step_name}.lr={step.lr!r} must be > 0")
+            if step.min_lr > step.lr:
+                raise ConfigError(f"{step_name}.min_lr={step.min_lr!r} must be <= {step_name}.lr={step.lr!r}: it is the cosine annealing floor")
             if not 0 <= step.val_fraction < 1:
                 raise ConfigError(f"{step_name}.val_fraction={step.val_fraction} must be in [0, 1)")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed={self.seed} must be in [0, 2**32): numpy's seed range")
         for sub in (m, self.loss, self.flow.glow, self.flow.prior, self.score):
             sub.validate()
         m.latent_size(d.height, d.width)  # raises when the strides do not divide the frame size

@@ -29,7 +29,8 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {where} must be a table of fields of {tp.__name__}, got {value!r}")
+            fields = ", ".join(f.name for f in dataclasses.fields(tp))
+            raise ConfigError(f"{source}: {where}={value!r}: {where} is a section, set its fields as {where}.FIELD=...; fields: {fields}")
         return from_dict(tp, value, source=source, prefix=f"{where}.")
     if origin in (types.UnionType, typing.Union):
         args = typing.get_args(tp)
@@ -112,14 +113,22 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _value_and_section(key: str, value: Any) -> ConfigError:
+    return ConfigError(f"{key}={value!r} and {key}.FIELD=... both set: {key} is either a value or a section whose fields are set as {key}.FIELD=...")
+
+
 def unflatten(pairs: dict[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}."""
+    """{"a.b": 1} -> {"a": {"b": 1}}; a key set both to a value and as a section ("a=1", "a.b=2") raises ConfigError."""
     out: dict[str, Any] = {}
     for key, value in pairs.items():
         node = out
         *parents, leaf = key.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise _value_and_section(".".join(parents[: i + 1]), node)
+        if isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+            raise _value_and_section(key, value)
         node[leaf] = value
     return out
 
