@@ -11,6 +11,7 @@ the file and the variant named.
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,21 @@ from vadcore.configtools import flatten, load_toml, merge, parse_sets, unflatten
 from vadcore.errors import ConfigError
 
 SWEEP_DIR = Path(__file__).resolve().parent
+
+# What a trial reports at its end (sweeps/runner.py `_trainable`), so what a search may optimise: the
+# pipeline's numeric AUCs (`vadcore.evaluate.frame_auc_report`, and `auc`, which follows score.normalise), and
+# for a search val_auc / test_auc on the two seeded halves of the test videos.
+TRIAL_METRICS = (
+    "auc", "auc_micro", "auc_micro_global", "auc_macro",  # the Eq. 9 score S
+    "r_auc_micro", "r_auc_micro_global", "r_auc_macro",  # R alone (Eq. 7)
+    "l_auc_micro", "l_auc_micro_global", "l_auc_macro",  # L alone (Eq. 8): only reported with a flow on
+    "local_auc_micro", "local_auc_micro_global", "local_auc_macro",  # local L alone: only with per-position NLL maps
+)
+SEARCH_METRICS = ("val_auc", *TRIAL_METRICS)  # never test_auc: the held-out half is reported, not optimised
+
+# The sweep's name and each variant's name become folder names (results/<sweep>/, trials/<variant>-<bench>-s<seed>/).
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SEED_MAX = 2**32 - 1  # numpy's seed range (vadcore.pipeline.seed_everything)
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,7 @@ class Param:
 
 @dataclass(frozen=True)
 class Search:
-    metric: str = "val_auc"  # reported by every trial: AUC on a seeded validation subset of test videos
+    metric: str = "val_auc"  # one of SEARCH_METRICS; val_auc: AUC on a seeded validation subset of test videos
     mode: str = "max"  # "max" | "min"
     num_samples: int = 8  # Optuna trials per benchmark and seed
     seed: int = 0  # the Optuna sampler's seed
@@ -56,7 +72,7 @@ class Scheduler:
     type: str = "none"  # "none" | "asha"
     grace_period: int = 1  # ASHA: epochs (reports) before a trial may be stopped
     max_t: int = 100  # ASHA: most reports a trial makes
-    reduction_factor: int = 2
+    reduction_factor: int = 2  # ASHA: keeps the best 1/reduction_factor of the trials at each rung (> 1)
     # ASHA's metric is always the training-side "val_loss" (held-out normal training videos), never a test AUC.
 
 
@@ -73,7 +89,7 @@ class SweepSpec:
     description: str = ""
     benchmarks: tuple[str, ...] = ("synthetic",)
     profile: str = "smoke"
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0,)  # distinct: each trial's `seed` (one folder per seed); nothing else may set it
     fixed: dict[str, Any] = field(default_factory=dict)  # nested like TrialConfig, merged into every trial
     grid: tuple[Variant, ...] = ()
     search: Search | None = None
@@ -151,12 +167,35 @@ class _Checker:
             self.fail(f"{where}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
         return value
 
-    def list_of(self, value: Any, tp: type, where: str, nonempty: bool = True) -> tuple:
+    def list_of(self, value: Any, tp: type, where: str, nonempty: bool = True, unique: bool = False) -> tuple:
         if not isinstance(value, list):
             self.fail(f"{where}={value!r} must be a list")
         if nonempty and not value:
             self.fail(f"{where} must not be empty")
-        return tuple(self.typed(v, tp, f"{where}[{i}]") for i, v in enumerate(value))
+        out = tuple(self.typed(v, tp, f"{where}[{i}]") for i, v in enumerate(value))
+        repeats = [i for i, v in enumerate(out) if v in out[:i]] if unique else []
+        if repeats:
+            i = repeats[0]
+            self.fail(f"{where}[{i}]={out[i]!r} repeats {where}[{out.index(out[i])}]: the values must be distinct")
+        return out
+
+    def in_range(self, value: Any, low: Any, high: Any, where: str, why: str = "") -> Any:
+        if not low <= value <= high:
+            self.fail(f"{where}={value!r} must be in [{low}, {high}]" + (f": {why}" if why else ""))
+        return value
+
+    def folder_name(self, value: str, where: str, hint: str = "") -> str:
+        """A name that becomes one folder: letters, digits, '.', '_', '-', not starting with '.' or '-', no '..'."""
+        if not NAME_RULE.fullmatch(value) or ".." in value:
+            self.fail(f"{where}={value!r} must be a single folder name: letters, digits, '.', '_' and '-', "
+                      f"starting with a letter or digit, without '..'{hint}")
+        return value
+
+    def no_seed(self, table: dict[str, Any], where: str) -> None:
+        """The sweep's `seeds` set every trial's seed, after `fixed` and the variant: a seed here would be ignored."""
+        if "seed" in table:
+            self.fail(f"{where}.seed={table['seed']!r} is not allowed: the sweep's seeds set every trial's seed and would "
+                      "silently override it; list the seeds in the sweep's top-level `seeds = [...]` instead")
 
 
 def _dataclass_fields(c: _Checker, cls: type, data: dict[str, Any], where: str, types: dict[str, Any]) -> Any:
@@ -172,7 +211,9 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     path = sweep_path(name_or_path)
     c = _Checker(path)
     raw = c.table(load_toml(path), "", _TOP)
-    kw: dict[str, Any] = {"name": c.typed(raw.get("name", path.stem), str, "name"), "path": path}
+    name = c.typed(raw.get("name", path.stem), str, "name")
+    hint = "" if "name" in raw else " (no name is set, so it is the file's name: set name = \"...\")"
+    kw: dict[str, Any] = {"name": c.folder_name(name, "name", hint), "path": path}
     if "description" in raw:
         kw["description"] = c.typed(raw["description"], str, "description")
     if "benchmarks" in raw:
@@ -183,9 +224,12 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     if "profile" in raw:
         kw["profile"] = c.choice(raw["profile"], PROFILES, "profile")
     if "seeds" in raw:
-        kw["seeds"] = c.list_of(raw["seeds"], int, "seeds")
+        kw["seeds"] = c.list_of(raw["seeds"], int, "seeds", unique=True)
+        for i, s in enumerate(kw["seeds"]):
+            c.in_range(s, 0, SEED_MAX, f"seeds[{i}]", "numpy's seed range")
     if "fixed" in raw:
         kw["fixed"] = c.table(raw["fixed"], "fixed")
+        c.no_seed(kw["fixed"], "fixed")
     if "max_concurrent" in raw:
         kw["max_concurrent"] = c.typed(raw["max_concurrent"], int, "max_concurrent")
         if kw["max_concurrent"] < 0:
@@ -199,6 +243,8 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
         c.choice(s.type, ("none", "asha"), "scheduler.type")
         if not 1 <= s.grace_period <= s.max_t:
             c.fail(f"scheduler: grace_period={s.grace_period} must be in [1, max_t={s.max_t}]")
+        if s.reduction_factor < 2:
+            c.fail(f"scheduler.reduction_factor={s.reduction_factor} must be > 1: ASHA keeps the best 1/reduction_factor of the trials at each rung")
         kw["scheduler"] = s
     has_grid, has_search = "grid" in raw, "search" in raw
     if has_grid == has_search:
@@ -217,16 +263,17 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
 def _load_grid(c: _Checker, value: Any) -> tuple[Variant, ...]:
     if not isinstance(value, list) or not value:
         c.fail("grid must be a non-empty list of [[grid]] tables, each with a name and a `set` table")
-    out, seen = [], set()
+    out, seen = [], []
     for i, entry in enumerate(value):
         c.table(entry, f"grid[{i}]", {"name", "set"})
         if "name" not in entry:
             c.fail(f"grid[{i}] needs a name")
-        name = c.typed(entry["name"], str, f"grid[{i}].name")
-        if not name or any(ch in name for ch in "/ \\") or name in seen:
-            c.fail(f"grid[{i}].name={name!r} must be unique, non-empty, without spaces or slashes")
-        seen.add(name)
+        name = c.folder_name(c.typed(entry["name"], str, f"grid[{i}].name"), f"grid[{i}].name")
+        if name in seen:
+            c.fail(f"grid[{i}].name={name!r} repeats grid[{seen.index(name)}].name: variant names must be distinct")
+        seen.append(name)
         sets = flatten(c.table(entry.get("set", {}), f"grid[{i}].set"))  # accepts dotted keys and subtables
+        c.no_seed(sets, f"grid[{i}].set")
         out.append(Variant(name, sets))
     return tuple(out)
 
@@ -237,12 +284,16 @@ def _load_search(c: _Checker, value: Any) -> Search:
     for k, tp in (("metric", str), ("mode", str), ("num_samples", int), ("seed", int), ("val_fraction", float)):
         if k in t:
             kw[k] = c.typed(t[k], tp, f"search.{k}")
+    c.choice(kw.get("metric", Search.metric), SEARCH_METRICS, "search.metric")
     c.choice(kw.get("mode", "max"), ("max", "min"), "search.mode")
+    if "seed" in kw:
+        c.in_range(kw["seed"], 0, SEED_MAX, "search.seed", "numpy's seed range (Optuna's TPE sampler)")
     if kw.get("num_samples", 1) < 1:
         c.fail(f"search.num_samples={kw['num_samples']} must be >= 1")
     if not 0 < kw.get("val_fraction", 0.5) < 1:
         c.fail(f"search.val_fraction={kw['val_fraction']} must be in (0, 1)")
     space_raw = c.table(t.get("space", {}), "search.space")
+    c.no_seed(flatten_space(space_raw), "search.space")
     space = {}
     for key, p in flatten_space(space_raw).items():
         where = f"search.space.{key}"
@@ -279,12 +330,21 @@ def flatten_space(space: dict[str, Any], prefix: str = "") -> dict[str, dict[str
 
 def check(spec: SweepSpec, benchmarks: tuple[str, ...] | None = None, profile: str | None = None, extra_sets: list[str] | None = None) -> None:
     """Resolve every (benchmark, variant) config (for a search: every choice, and each range's ends)."""
+    check_extra_sets(spec, extra_sets)
     for bench in benchmarks or spec.benchmarks:
         for label, overrides in _variants_to_check(spec):
             try:
                 resolve_config(bench, profile or spec.profile, extra_sets, extra=merge(spec.fixed, unflatten(overrides)))
             except ConfigError as e:
                 raise ConfigError(f"{spec.path}: {label} on benchmark {bench!r} is not a valid trial: {e}") from None
+
+
+def check_extra_sets(spec: SweepSpec, extra_sets: list[str] | None) -> None:
+    """--set applies to every trial, after the sweep's seeds: `--set seed=...` would run every seed's trial
+    with one seed, in folders named after the others."""
+    if extra_sets and "seed" in parse_sets(extra_sets):
+        raise ConfigError(f"{spec.path}: --set seed=... is not allowed: the sweep's seeds = {list(spec.seeds)} set each trial's seed; "
+                          "list the seeds in the sweep's top-level `seeds = [...]` instead")
 
 
 def _variants_to_check(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
@@ -350,6 +410,7 @@ def expand(spec: SweepSpec, benchmarks: list[str] | None = None, profile: str | 
             raise ConfigError(f"--benchmarks: {b!r} unknown; allowed: {', '.join(BENCHMARKS)}")
     if profile is not None and profile not in PROFILES:
         raise ConfigError(f"--profile {profile!r} unknown; allowed: {', '.join(PROFILES)}")
+    check_extra_sets(spec, extra_sets)
     profile = profile or spec.profile
     variants = [(v.name, v.set) for v in spec.grid] if spec.grid else [("search-base", {})]
     return [

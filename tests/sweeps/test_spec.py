@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sweeps.__main__ import main
-from sweeps.spec import available, expand, load_sweep
+from sweeps.spec import SEARCH_METRICS, TRIAL_METRICS, available, check, expand, load_sweep
 from vadcore.configtools import parse_sets
 from vadcore.errors import ConfigError
 
@@ -20,6 +20,19 @@ set = { "flow.mot" = false }
 [[grid]]
 name = "b"
 set = { "flow.mot" = true }
+"""
+
+SEARCH = """
+name = "t"
+[search]
+space = { "itae.tau" = { choices = [2] } }
+"""
+ASHA = SEARCH + """
+[scheduler]
+type = "asha"
+grace_period = 1
+max_t = 4
+reduction_factor = 2
 """
 
 
@@ -69,6 +82,27 @@ def test_grid_expands_variants_times_seeds_with_commands(tmp_path):
         (GRID + '[scheduler]\ntype = "hyperband"\n', "scheduler.type='hyperband' is not allowed; allowed: 'none', 'asha'"),
         ('name = "t"\n[search]\nspace = { "itae.tau" = { choices = [2, 3] } }\n', "search.space.itae.tau=3"),
         ('name = "t"\n[search]\nspace = { "itae_train.lr" = { low = 1.0, high = 0.1 } }\n', "low=1.0 must be < high=0.1"),
+        # seeds: distinct ints in numpy's range (one trial folder per seed)
+        (GRID.replace("seeds = [0, 1]", "seeds = [0, 0]"), "seeds[1]=0 repeats seeds[0]: the values must be distinct"),
+        (GRID.replace("seeds = [0, 1]", "seeds = [0, true]"), "seeds[1]=True must be int"),
+        (GRID.replace("seeds = [0, 1]", "seeds = [1.5]"), "seeds[0]=1.5 must be int"),
+        (GRID.replace("seeds = [0, 1]", "seeds = [-1]"), "seeds[0]=-1 must be in [0, 4294967295]"),
+        # only the sweep's seeds set a trial's seed
+        (GRID.replace('"flow.mot" = true', '"flow.mot" = true, seed = 7'), "grid[1].set.seed=7 is not allowed"),
+        (GRID.replace("[fixed.score]", "[fixed]\nseed = 7\n[fixed.score]"), "fixed.seed=7 is not allowed"),
+        (SEARCH.replace('"itae.tau"', 'seed = { choices = [1, 2] }, "itae.tau"'), "search.space.seed={'choices': [1, 2]} is not allowed"),
+        # grid variant names: distinct single folder names
+        (GRID.replace('name = "b"', 'name = "a"'), "grid[1].name='a' repeats grid[0].name: variant names must be distinct"),
+        (GRID.replace('name = "b"', 'name = ".."'), "grid[1].name='..' must be a single folder name"),
+        # ASHA
+        (ASHA.replace("reduction_factor = 2", "reduction_factor = 1"), "scheduler.reduction_factor=1 must be > 1"),
+        (ASHA.replace("grace_period = 1", "grace_period = 0"), "grace_period=0 must be in [1, max_t=4]"),
+        (ASHA.replace("max_t = 4", "max_t = 0"), "grace_period=1 must be in [1, max_t=0]"),
+        # the search's objective: a metric a trial reports, and a direction
+        (SEARCH.replace("[search]", '[search]\nmetric = "accuracy"'), "search.metric='accuracy' is not allowed; allowed: 'val_auc', 'auc',"),
+        (SEARCH.replace("[search]", '[search]\nmetric = "val_loss"'), "search.metric='val_loss' is not allowed"),
+        (SEARCH.replace("[search]", '[search]\nmode = "maximise"'), "search.mode='maximise' is not allowed; allowed: 'max', 'min'"),
+        (SEARCH.replace("[search]", "[search]\nseed = -1"), "search.seed=-1 must be in [0, 4294967295]"),
     ],
 )
 def test_validation_errors_name_file_and_field(tmp_path, text, needle):
@@ -78,12 +112,60 @@ def test_validation_errors_name_file_and_field(tmp_path, text, needle):
     assert str(path) in str(e.value) and needle in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("name", ["../..", "..", ".", "", "a/b", "a\\b", "/tmp/x", "a..b", "-x", "a b", "a:b", "ü"])
+def test_sweep_name_is_one_folder_under_results(tmp_path, name):
+    """results/<name>/ is written: a name must not escape --results, nor be empty or need quoting."""
+    path = write(tmp_path, GRID.replace('name = "t"', f"name = {name!r}".replace("'", '"')))
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    assert f"{path}: name={name!r} must be a single folder name: letters, digits, '.', '_' and '-'" in str(e.value), str(e.value)
+
+
+def test_sweep_name_defaults_to_the_file_name_and_follows_the_same_rule(tmp_path):
+    assert load_sweep(write(tmp_path, GRID.replace('name = "t"\n', ""), "my-sweep_2.toml")).name == "my-sweep_2"
+    with pytest.raises(ConfigError, match="name='my sweep' must be a single folder name.*it is the file's name: set name"):
+        load_sweep(write(tmp_path, GRID.replace('name = "t"\n', ""), "my sweep.toml"))
+
+
+@pytest.mark.parametrize("metric", SEARCH_METRICS)
+def test_every_reported_metric_is_a_valid_search_objective(tmp_path, metric):
+    spec = load_sweep(write(tmp_path, SEARCH.replace("[search]", f'[search]\nmetric = "{metric}"\nmode = "min"')))
+    assert spec.search.metric == metric and spec.search.mode == "min"
+
+
+def test_trial_metrics_are_what_the_pipeline_reports():
+    """TRIAL_METRICS is the numeric AUCs of frame_auc_report (R, L and local L all present) plus `auc`."""
+    import numpy as np
+
+    from vadcore.evaluate import frame_auc_report
+
+    rng = np.random.default_rng(0)
+    labels, videos = np.tile([0, 0, 1, 1], 4), np.repeat(["v1", "v2"], 8)
+    r, l, local = (rng.random(16) for _ in range(3))
+    reported = set(frame_auc_report(labels, videos, r, l, local=local)) - {"macro_videos_used", "macro_videos_excluded"}
+    assert reported | {"auc"} == set(TRIAL_METRICS)
+
+
+def test_set_seed_is_rejected_before_anything_runs(tmp_path):
+    """--set applies after the sweep's seeds: every trial would run one seed under the others' folder names."""
+    spec = load_sweep(write(tmp_path, GRID))
+    for call in (lambda: check(spec, extra_sets=["seed=3"]), lambda: expand(spec, extra_sets=["itae_train.epochs=1", "seed=3"])):
+        with pytest.raises(ConfigError, match=r"--set seed=\.\.\. is not allowed: the sweep's seeds = \[0, 1\]"):
+            call()
+
+
 def test_cli_error_is_one_line_exit_2(tmp_path, capsys):
     assert main(["show", str(write(tmp_path, "bogus = 1\n" + GRID))]) == 2
     err = capsys.readouterr().err
     assert "unknown field bogus" in err and "Traceback" not in err
     assert main(["show", "no-such-sweep"]) == 2
     assert "allowed: ablation-extra-input, ablation-paths" in capsys.readouterr().err
+    assert main(["show", str(write(tmp_path, GRID.replace('name = "t"', 'name = "../.."')))]) == 2
+    err = capsys.readouterr().err
+    assert "name='../..' must be a single folder name" in err and "Traceback" not in err
+    assert main(["show", str(write(tmp_path, GRID)), "--set", "seed=3"]) == 2
+    err = capsys.readouterr().err
+    assert "--set seed=... is not allowed" in err and "Traceback" not in err
 
 
 def test_show_prints_shared_stage_keys(capsys, tmp_path):
