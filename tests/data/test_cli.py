@@ -58,3 +58,22 @@ def test_missing_or_unknown_inputs(argv, needle, capsys, monkeypatch):
     monkeypatch.delenv("VAD_DATA_ROOT", raising=False)
     code, out = _run(capsys, *argv)
     assert code == 2 and needle in out and "Traceback" not in out
+
+
+def test_missing_frame_file(tmp_path, capsys):
+    _ped2_layout(tmp_path, bad_jpeg=False)
+    (tmp_path / "ped2/training/frames/01/005.jpg").unlink()
+    code, out = _run(capsys, "shard", "ped2", "--data-root", str(tmp_path), "--cache", str(tmp_path / "cache"))
+    out = out.replace("\n", "")
+    assert code == 2 and "training/frames/01" in out and "missing" in out and "Traceback" not in out
+
+
+def test_corrupt_manifest(tmp_path, capsys):
+    _ped2_layout(tmp_path, bad_jpeg=False)
+    args = ("shard", "ped2", "--data-root", str(tmp_path), "--cache", str(tmp_path / "cache"), "--set", "data.height=16", "--set", "data.width=16")
+    assert _run(capsys, *args)[0] == 0
+    (manifest,) = (tmp_path / "cache").rglob("test-*/manifest.json")
+    manifest.write_text('{"videos": 1, "fra')
+    code, out = _run(capsys, *args)
+    out = out.replace("\n", "")
+    assert code == 2 and "manifest.json" in out and "delete" in out and "Traceback" not in out

@@ -185,3 +185,97 @@ def test_wrong_layout_names_the_expected_folder(tmp_path):
     (tmp_path / "ped2" / "frames").mkdir(parents=True)
     with pytest.raises(DataError, match=r"ped2/training/frames/NN/KKK\.jpg"):
         get_benchmark("ped2", tmp_path).videos("train")
+
+
+# --- silent label shifts and bad label values (reliability issue) ---------------------------------------------
+
+
+def _ped2_test_clip(data_root: Path, root: Path, frames: range) -> Path:
+    """A Ped2 layout under root/ped2 with one test clip made of real frames `frames` of test clip 01."""
+    clip = root / "ped2/testing/frames/01"
+    clip.mkdir(parents=True)
+    for k in frames:
+        shutil.copy(data_root / f"ped2/testing/frames/01/{k:03d}.jpg", clip / f"{k:03d}.jpg")
+    (root / "ped2/UCSDped2.m").write_text("TestVideoFile{end+1}.gt_frame = [3:8];\n")
+    return clip
+
+
+def test_ped2_missing_frame_names_the_folder_and_the_gap(data_root, tmp_path):
+    clip = _ped2_test_clip(data_root, tmp_path, [k for k in range(12) if k != 5])
+    bench = get_benchmark("ped2", tmp_path)
+    with pytest.raises(DataError, match=rf"{clip}.*missing.*\b5\b"):
+        bench.videos("test")
+    with pytest.raises(DataError, match=r"missing.*\b5\b"):
+        bench.fingerprint("test")
+
+
+def test_shanghaitech_missing_test_frame_is_not_hidden_by_an_extra_one(shanghaitech_fixture):
+    """004.jpg gone but 007.jpg added: the frame count still equals the label count, yet labels would shift."""
+    clip = shanghaitech_fixture / "shanghaitech/testing/frames/01_0014"
+    (clip / "004.jpg").rename(clip / "007.jpg")
+    video = get_benchmark("shanghaitech", shanghaitech_fixture).videos("test")[0]
+    with pytest.raises(DataError, match=r"01_0014.*missing.*\b4\b"):
+        list(video.frames())
+
+
+def test_list_frames_orders_by_frame_number_and_rejects_ambiguous_names(tmp_path):
+    for k in range(12):  # unpadded: a name sort would put 10.jpg and 11.jpg before 2.jpg
+        (tmp_path / f"{k}.jpg").touch()
+    assert [p.stem for p in list_frames(tmp_path)] == [str(k) for k in range(12)]
+    (tmp_path / "02.png").touch()
+    with pytest.raises(DataError, match=r"02\.png and 2\.jpg both have frame number 2"):
+        list_frames(tmp_path)
+    (tmp_path / "02.png").unlink()
+    (tmp_path / "cover.jpg").touch()
+    with pytest.raises(DataError, match=r"cover\.jpg.*no frame number"):
+        list_frames(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [255, 256, -1, 0.4, np.nan])
+def test_shanghaitech_label_values_must_be_0_or_1(shanghaitech_fixture, bad):
+    labels = (np.arange(9) >= 3).astype(np.float64)
+    labels[5] = bad
+    np.save(shanghaitech_fixture / "shanghaitech/testing/test_frame_mask/02_0015.npy", labels)
+    with pytest.raises(DataError, match=rf"02_0015\.npy.*frame 5: {bad}"):
+        get_benchmark("shanghaitech", shanghaitech_fixture).videos("test")
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.int64, np.float32])
+def test_exact_0_1_labels_of_any_numeric_dtype_are_accepted(shanghaitech_fixture, dtype):
+    np.save(shanghaitech_fixture / "shanghaitech/testing/test_frame_mask/02_0015.npy", (np.arange(9) >= 3).astype(dtype))
+    video = get_benchmark("shanghaitech", shanghaitech_fixture).videos("test")[1]
+    assert video.labels.dtype == np.uint8 and video.labels.tolist() == [0, 0, 0] + [1] * 6
+
+
+def test_every_video_s_labels_are_checked(tmp_path):
+    """The check sits in Video itself, so no reader (present or future) can hand on labels that a cast would bend."""
+    from vadcore.data.base import Video
+
+    with pytest.raises(DataError, match=r"labels\.npy.*2 frame labels.*frame 1: 2.*frame 3: -1"):
+        Video("v", "s", "test", iter, np.array([0, 2, 1, -1]), tmp_path, tmp_path / "labels.npy")
+    with pytest.raises(DataError, match=r"video v.*1-D"):
+        Video("v", "s", "test", iter, np.zeros((2, 3)))
+
+
+def _avenue_test_video(data_root: Path, root: Path, name: str) -> None:
+    (root / "avenue/testing_videos").mkdir(parents=True)
+    shutil.copy(data_root / "avenue/testing_videos/08.avi", root / "avenue/testing_videos" / name)
+
+
+def test_avenue_missing_label_file_names_it(data_root, tmp_path):
+    _avenue_test_video(data_root, tmp_path, "08.avi")
+    bench = get_benchmark("avenue", tmp_path)
+    for listing in (bench.videos, bench.fingerprint):
+        with pytest.raises(DataError, match=r"08\.avi.*testing_label_mask/8_label\.mat not found.*K_label\.mat"):
+            listing("test")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_avenue_video_name_must_be_its_number(data_root, tmp_path, split):
+    _avenue_test_video(data_root, tmp_path, "video08.avi")
+    if split == "train":
+        (tmp_path / "avenue/testing_videos").rename(tmp_path / "avenue/training_videos")
+    bench = get_benchmark("avenue", tmp_path)
+    for listing in (bench.videos, bench.fingerprint):
+        with pytest.raises(DataError, match=r"video08\.avi.*NN\.avi"):
+            listing(split)

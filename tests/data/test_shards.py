@@ -1,6 +1,7 @@
 """Shards and the clip loader: manifest counts, every test frame covered, checksums, workers, atomicity."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -96,8 +97,9 @@ def test_corrupted_shard_names_the_shard(bench, cache):
     data = bytearray(shard.read_bytes())
     data[2000] ^= 0xFF  # inside the first sample's array bytes: the tar still parses
     shard.write_bytes(bytes(data))
-    with pytest.raises(ShardError, match=shard.name):
+    with pytest.raises(ShardError, match=rf"{shard.name}.*sha256") as e:
         list(ClipDataset(folder, frames=16, stride=4, train=False))
+    assert "sample count" not in str(e.value)
 
 
 def test_truncated_shard_names_the_shard(bench, cache):
@@ -125,3 +127,43 @@ def test_failing_reader_leaves_no_manifest(bench, cache):
 def test_rgb_shards_keep_three_channels(bench, cache):
     ds = ClipDataset(shards(bench, cache, channels=3), frames=16, stride=16, train=False)
     assert next(iter(ds))["clip"].shape == (3, 16, 8, 8)
+
+
+def test_sample_count_mismatch_says_what_was_counted(bench, cache):
+    folder = shards(bench, cache)
+    m = load_manifest(folder)
+    shard, n = m["shards"][0]["path"], m["shards"][0]["samples"]
+    m["shards"][0]["samples"] = n + 1
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ShardError, match=rf"{shard} holds {n} samples but {folder}/manifest.json lists {n + 1}"):
+        list(ClipDataset(folder, frames=16, stride=4, train=False))
+
+
+def _without(m: dict, *path) -> str:
+    """The manifest `m` as JSON, with the key at `path` (e.g. "shards", 0, "sha256") removed."""
+    m = json.loads(json.dumps(m))
+    *parents, key = path
+    node = m
+    for p in parents:
+        node = node[p]
+    del node[key]
+    return json.dumps(m)
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda m: '{"videos": 4, "frames"', "not valid JSON"),
+        (lambda m: "", "not valid JSON"),
+        (lambda m: "[]", "not a JSON object"),
+        (lambda m: '{"videos": 4}', "lacks frames, anomalous, per_video, shards"),
+        (lambda m: _without(m, "shards", 0, "sha256"), r"lacks shards\[0\]\.sha256"),
+        (lambda m: _without(m, "per_video", "a", "scene"), r"lacks per_video\.a\.scene"),
+    ],
+    ids=["truncated", "empty", "list", "keys", "shard-key", "video-key"],
+)
+def test_corrupt_manifest_is_a_shard_error_naming_the_remedy(bench, cache, damage, problem):
+    folder = shards(bench, cache)
+    (folder / "manifest.json").write_text(damage(load_manifest(folder)))
+    with pytest.raises(ShardError, match=rf"{folder}/manifest\.json.*{problem}.*delete {folder}"):
+        ClipDataset(folder, frames=16, stride=4, train=False)

@@ -8,8 +8,10 @@ a test video's label count must equal its decoded frame count (checked while dec
 """
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
+
 import numpy as np
 
 from vadcore.data.base import Benchmark, Split, Video, fingerprint_files
@@ -18,6 +20,7 @@ from vadcore.errors import DataError
 
 _FOLDERS = {"train": "training_videos", "test": "testing_videos"}
 _LABELS = "ground_truth_demo/testing_label_mask"
+_VIDEO_NAME = re.compile(r"[0-9]+")  # NN of NN.avi
 
 
 def load_volume_labels(path: Path) -> np.ndarray:
@@ -33,7 +36,6 @@ def load_volume_labels(path: Path) -> np.ndarray:
     return np.array([int(np.any(m)) for m in vol.ravel()], dtype=np.uint8)
 
 
-
 class Avenue(Benchmark):
     name = "avenue"
 
@@ -42,14 +44,27 @@ class Avenue(Benchmark):
         return self.data_root / "avenue"
 
     def _files(self, split: Split) -> list[Path]:
+        """The split's NN.avi files; the number NN is what finds a test video's label file."""
         folder = self.root / _FOLDERS[split]
         files = sorted(folder.glob("*.avi")) if folder.is_dir() else []
         if not files:
             raise DataError(f"CUHK Avenue {split} videos not found: expected {folder}/NN.avi (data root {self.data_root})")
+        misnamed = [f.name for f in files if not _VIDEO_NAME.fullmatch(f.stem)]
+        if misnamed:
+            raise DataError(
+                f"{folder}: {', '.join(misnamed[:3])}: expected names NN.avi (the video's number, e.g. 08.avi), "
+                f"by which Avenue pairs test video NN with its labels K_label.mat: rename or remove them"
+            )
         return files
 
     def _label_file(self, video: Path) -> Path:
-        return self.root / _LABELS / f"{int(video.stem)}_label.mat"
+        path = self.root / _LABELS / f"{int(video.stem)}_label.mat"
+        if not path.is_file():
+            raise DataError(
+                f"{video}: its label file {path} not found; Avenue's labels are "
+                f"{self.root / _LABELS}/K_label.mat for test video K (08.avi -> 8_label.mat)"
+            )
+        return path
 
     def videos(self, split: Split) -> list[Video]:
         out = []
@@ -60,7 +75,7 @@ class Avenue(Benchmark):
             label_file = self._label_file(f)
             labels = load_volume_labels(label_file)
             frames = partial(frames_matching_labels, partial(iter_video_file, f), len(labels), f, label_file)
-            out.append(Video(f.stem, "avenue", split, frames, labels, f))
+            out.append(Video(f.stem, "avenue", split, frames, labels, f, label_file))
         return out
 
     def fingerprint(self, split: Split) -> str:

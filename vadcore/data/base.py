@@ -13,6 +13,8 @@ from typing import Callable, Iterator, Literal
 
 import numpy as np
 
+from vadcore.errors import DataError
+
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 
@@ -22,8 +24,10 @@ class Video:
     """One video of one split.
 
     frames: callable returning an iterator of RGB uint8 frames (H, W, 3), in temporal order.
-    labels: (n,) uint8 array, 1 = anomalous frame; None for training videos (all normal).
+    labels: (n,) 1 = anomalous frame; None for training videos (all normal). Any numeric dtype whose values
+        are exactly 0 or 1 is accepted and stored as uint8; anything else is a DataError (see `checked_labels`).
     source: the file or folder the frames come from, for error messages.
+    label_source: the file the labels come from, for error messages (default: source).
     """
 
     id: str
@@ -32,6 +36,34 @@ class Video:
     frames: Callable[[], Iterator[np.ndarray]] = field(repr=False, compare=False)
     labels: np.ndarray | None = field(default=None, repr=False, compare=False)
     source: Path | None = None
+    label_source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            where = self.label_source or self.source or f"video {self.id}"
+            object.__setattr__(self, "labels", checked_labels(self.labels, where))
+
+
+def checked_labels(labels: np.ndarray, where: Path | str) -> np.ndarray:
+    """(n,) uint8 labels from an array whose values are exactly 0 or 1, else a DataError naming `where`.
+
+    Every reader's labels pass here (through `Video`), before any cast: a cast to uint8 would turn 256 into 0,
+    -1 into 255 and 0.4 or NaN into 0, and the shards would count nonsense as anomalous frames.
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
+        raise DataError(
+            f"{where}: frame labels are a {arr.dtype} array of shape {arr.shape}; expected a 1-D array of 0/1, "
+            f"one per frame"
+        )
+    bad = np.flatnonzero((arr != 0) & (arr != 1))  # NaN != 0 and != 1, so it is caught too
+    if bad.size:
+        shown = ", ".join(f"frame {i}: {arr[i]}" for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise DataError(
+            f"{where}: {bad.size} frame labels are neither 0 nor 1 ({shown}); labels must be exactly "
+            f"0 (normal) or 1 (anomalous): fix or re-export the label file"
+        )
+    return arr.astype(np.uint8)
 
 
 def fingerprint_files(paths: list[Path], root: Path) -> str:

@@ -1,6 +1,7 @@
 """Frame decoding shared by the readers: JPEG folders and video files, with errors that name the file."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -9,14 +10,38 @@ import numpy as np
 from vadcore.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".bmp")
+_FRAME_NUMBER = re.compile(r"[0-9]+$")  # the digits a frame file's name ends in: 000.jpg, img_0001.png
 
 
 def list_frames(folder: Path) -> list[Path]:
-    """Image files of one video folder, in frame order (names sort numerically: 000.jpg, 001.jpg, ...)."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    """Image files of one video folder, in order of the frame number their names end in (000.jpg, 1.png).
+
+    Labels are given per frame position, so the numbers must run from the first one without a gap or a
+    repeat: one missing file would otherwise shift every later frame's label by one, silently.
+    """
+    by_number: dict[int, Path] = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        m = _FRAME_NUMBER.search(path.stem)
+        if m is None:
+            raise DataError(
+                f"{path}: no frame number in the file name; expected one file per frame named by its number "
+                f"(000.jpg, 001.jpg, ...): rename or remove it"
+            )
+        if (k := int(m.group())) in by_number:
+            raise DataError(f"{folder}: {by_number[k].name} and {path.name} both have frame number {k}; keep one of them")
+        by_number[k] = path
+    if not by_number:
         raise DataError(f"{folder}: no frame images ({', '.join(IMAGE_SUFFIXES)}) found; expected one file per frame")
-    return files
+    numbers = sorted(by_number)
+    n_missing = numbers[-1] - numbers[0] + 1 - len(numbers)
+    if n_missing:
+        first_gaps = [k for a, b in zip(numbers, numbers[1:]) for k in range(a + 1, min(b, a + 6))][:5]
+        shown = ", ".join(map(str, first_gaps)) + (", ..." if n_missing > len(first_gaps) else "")
+        raise DataError(
+            f"{folder}: missing frame number(s) {shown} ({n_missing} of {numbers[0]}..{numbers[-1]}); frame files "
+            f"must be numbered without gaps, or every later frame's label shifts: restore the missing frames"
+        )
+    return [by_number[k] for k in numbers]
 
 
 def read_image(path: Path) -> np.ndarray:

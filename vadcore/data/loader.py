@@ -24,12 +24,47 @@ from torch.utils.data import IterableDataset, get_worker_info
 from vadcore.errors import DataError, ShardError
 
 
+# What the loader, the pipeline and the CLI read from a manifest (written by `shards._write`).
+_MANIFEST_KEYS = ("videos", "frames", "anomalous", "per_video", "shards")
+_SHARD_KEYS = ("path", "sha256", "samples")
+_VIDEO_KEYS = ("frames", "scene")
+
+
 def load_manifest(folder: Path) -> dict[str, Any]:
+    """A shard folder's manifest.json, checked for every key its readers use.
+
+    Manifests are written atomically, so an unreadable or incomplete one was edited or damaged later; its
+    shards cannot be trusted either, and the remedy is to delete the folder so the next run rewrites it.
+    """
     path = folder / "manifest.json"
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"no shard manifest at {path}; run `python -m vadcore shard` first") from None
+    except ValueError as e:  # invalid JSON or not UTF-8
+        problem = f"is not valid JSON ({e})"
+    else:
+        problem = _manifest_problem(manifest)
+    if problem:
+        raise ShardError(
+            f"shard manifest {path} {problem}; it was damaged after it was written: delete {folder} and it will "
+            f"be rewritten (by `python -m vadcore shard` or the next run)"
+        )
+    return manifest
+
+
+def _manifest_problem(m: Any) -> str | None:
+    """What makes `m` unusable as a manifest (e.g. "lacks shards[0].sha256"), or None."""
+    if not isinstance(m, dict):
+        return "is not a JSON object"
+    missing = [k for k in _MANIFEST_KEYS if k not in m]
+    if not missing:
+        if not isinstance(m["shards"], list) or not isinstance(m["per_video"], dict):
+            return "needs a list 'shards' and an object 'per_video'"
+        entries = [(f"shards[{i}]", e, _SHARD_KEYS) for i, e in enumerate(m["shards"])]
+        entries += [(f"per_video.{v}", e, _VIDEO_KEYS) for v, e in m["per_video"].items()]
+        missing = [f"{name}.{k}" for name, e, keys in entries for k in keys if not isinstance(e, dict) or k not in e]
+    return f"lacks {', '.join(missing[:5])}" if missing else None
 
 
 @dataclass(frozen=True)
@@ -85,10 +120,15 @@ def iter_shard(folder: Path, entry: dict[str, Any]) -> Iterator[Chunk]:
         raise ShardError(f"shard {path} is missing; delete {folder} to rebuild the shards") from None
     except (tarfile.TarError, KeyError, ValueError, EOFError) as e:
         raise ShardError(f"shard {path} is corrupted or truncated ({e}); delete {folder} to rebuild") from None
-    if reader.sha.hexdigest() != entry["sha256"] or samples != entry["samples"]:
+    if samples != entry["samples"]:
         raise ShardError(
-            f"shard {path} does not match its manifest (sha256 or sample count {samples} != {entry['samples']}); "
-            f"it is corrupted or truncated: delete {folder} to rebuild"
+            f"shard {path} holds {samples} samples but {folder / 'manifest.json'} lists {entry['samples']}; "
+            f"it is truncated or was replaced: delete {folder} to rebuild"
+        )
+    if reader.sha.hexdigest() != entry["sha256"]:
+        raise ShardError(
+            f"shard {path} has sha256 {reader.sha.hexdigest()[:12]}... but {folder / 'manifest.json'} lists "
+            f"{entry['sha256'][:12]}...; its bytes changed after it was written: delete {folder} to rebuild"
         )
 
 

@@ -66,18 +66,19 @@ class Ped2(Benchmark):
 
     def videos(self, split: Split) -> list[Video]:
         dirs = self._video_dirs(split)
-        ranges = parse_ucsd_m(self.root / "UCSDped2.m") if split == "test" else None
+        label_file = self.root / "UCSDped2.m"
+        ranges = parse_ucsd_m(label_file) if split == "test" else None
         if ranges is not None and len(ranges) != len(dirs):
             raise DataError(
-                f"{self.root / 'UCSDped2.m'}: {len(ranges)} label entries but {len(dirs)} test clips in "
+                f"{label_file}: {len(ranges)} label entries but {len(dirs)} test clips in "
                 f"{self.root / _FOLDERS['test']}"
             )
         out = []
         for i, d in enumerate(dirs):
             labels = None
             if ranges is not None:
-                labels = ranges_to_labels(ranges[i], len(list_frames(d)), f"{self.root / 'UCSDped2.m'} clip {d.name}")
-            out.append(Video(d.name, "ped2", split, partial(iter_image_folder, d), labels, d))
+                labels = ranges_to_labels(ranges[i], len(list_frames(d)), f"{label_file} clip {d.name}")
+            out.append(Video(d.name, "ped2", split, partial(iter_image_folder, d), labels, d, label_file))
         return out
 
     def fingerprint(self, split: Split) -> str:

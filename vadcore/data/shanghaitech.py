@@ -21,7 +21,10 @@ _MASKS = "testing/test_frame_mask"
 
 
 def load_test_labels(root: Path) -> dict[str, np.ndarray]:
-    """{video id: (n,) uint8 labels} from `testing/test_frame_mask/*.npy`."""
+    """{video id: (n,) labels as stored} from `testing/test_frame_mask/*.npy`.
+
+    Not cast here: `Video` checks that they are exactly 0/1 and names the file when they are not.
+    """
     folder = root / _MASKS
     files = sorted(folder.glob("*.npy")) if folder.is_dir() else []
     if not files:
@@ -29,11 +32,10 @@ def load_test_labels(root: Path) -> dict[str, np.ndarray]:
     out = {}
     for f in files:
         try:
-            out[f.stem] = np.load(f).astype(np.uint8).ravel()
+            out[f.stem] = np.load(f).ravel()
         except (OSError, ValueError) as e:
             raise DataError(f"{f}: cannot load frame labels ({e})") from None
     return out
-
 
 
 class ShanghaiTech(Benchmark):
@@ -79,7 +81,7 @@ class ShanghaiTech(Benchmark):
         for d in self._test_dirs(labels):
             label_file = self.root / _MASKS / f"{d.name}.npy"
             read = partial(frames_matching_labels, partial(iter_image_folder, d), len(labels[d.name]), d, label_file)
-            out.append(Video(d.name, d.name.split("_")[0], split, read, labels[d.name], d))
+            out.append(Video(d.name, d.name.split("_")[0], split, read, labels[d.name], d, label_file))
         return out
 
     def fingerprint(self, split: Split) -> str:
