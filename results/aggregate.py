@@ -15,11 +15,14 @@ two sweeps finishing at once queue up instead of interleaving writes.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import re
 import subprocess
 import tempfile
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,9 +38,19 @@ TRIALS = "trials.parquet"
 FRAMES = "frame_scores.parquet"
 ALL_TRIALS = "all_trials.parquet"
 
-# Leading columns, in this order; config.*, metrics.*, stage.*, versions.* follow, sorted.
-FIXED = ["sweep", "trial_id", "variant", "benchmark", "profile", "seed", "status", "error", "finished_at",
-         "seconds", "peak_rss_mb", "git_commit", "command", "tune_trial_id", "val_videos", "test_videos"]
+# The schema of trials.parquet (results/README.md), as code: types never depend on the values a sweep happened
+# to produce, so a sweep where no trial finished (every `seconds` null) still merges with the others.
+# FIXED leads, in this order; config.*, metrics.*, stage.*, versions.* follow, sorted.
+TIMESTAMP = pa.timestamp("ms", tz="UTC")  # Parquet has no seconds unit: timestamp[s] would be read back as ms anyway
+FIXED_TYPES: dict[str, pa.DataType] = {
+    "sweep": pa.string(), "trial_id": pa.string(), "variant": pa.string(), "benchmark": pa.string(), "profile": pa.string(),
+    "seed": pa.int64(), "status": pa.string(), "error": pa.string(), "finished_at": TIMESTAMP,
+    "seconds": pa.float64(), "peak_rss_mb": pa.float64(), "git_commit": pa.string(), "command": pa.string(),
+    "tune_trial_id": pa.string(), "val_videos": pa.string(), "test_videos": pa.string(),
+}
+FIXED = list(FIXED_TYPES)
+STAGE_TYPES = {"key": pa.string(), "status": pa.string(), "rebuilt_because": pa.string(), "seconds": pa.float64(), "build_seconds": pa.float64()}
+_PY_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), tuple: pa.string(), list: pa.string()}
 
 
 def git_commit(repo: Path = REPO) -> str:
@@ -73,6 +86,7 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
     for k in ("val_auc", "test_auc"):  # a search trial's objective and held-out AUC live in plan.json
         if k in plan:
             row[f"metrics.{k}"] = plan[k]
+    row.update(flatten(plan.get("config", {}), "config."))  # what a failed or stopped trial tried, too
     trial_file, err_file = trial_dir / "trial.json", trial_dir / "error.json"
     if trial_file.is_file():
         t = json.loads(trial_file.read_text())
@@ -80,7 +94,7 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
         row.update(flatten(t.get("config", {}), "config."))
         row.update(flatten(t.get("metrics", {}), "metrics."))  # per_scene_auc.<scene>, protocol.<field> included
         for name, s in t.get("stages", {}).items():
-            for field in ("key", "status", "seconds", "build_seconds"):
+            for field in STAGE_TYPES:
                 if field in s:
                     row[f"stage.{name}.{field}"] = s[field]
         row.update(flatten(t.get("versions", {}), "versions."))
@@ -89,30 +103,73 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
     return row
 
 
-def _column(values: list[Any]) -> pa.Array:
-    """One typed column from Python values: bool, int64, float64 (ints promoted when mixed), timestamp or
-    string; lists and anything else mixed become JSON strings."""
+@functools.cache
+def _config_types() -> dict[str, pa.DataType]:
+    """config.<dotted field> -> type, from TrialConfig's defaults (tuples are JSON strings). Imported lazily:
+    vadcore.config pulls in torch."""
+    from vadcore.config import TrialConfig
+
+    defaults = flatten(dataclasses.asdict(TrialConfig()), "config.")
+    return {k: _PY_TYPES[type(v)] for k, v in defaults.items() if type(v) in _PY_TYPES}
+
+
+def column_type(name: str) -> pa.DataType | None:
+    """The schema's type of a trials.parquet column, or None where no rule covers it (metrics.protocol.*, whose
+    fields are str / bool / int, and any family the README does not name): those are typed from their values."""
+    if name in FIXED_TYPES:
+        return FIXED_TYPES[name]
+    family, _, rest = name.partition(".")
+    if family == "config":
+        return _config_types().get(name)
+    if family == "stage":
+        return STAGE_TYPES.get(rest.rpartition(".")[2])
+    if family == "metrics" and not rest.startswith("protocol."):
+        return pa.float64()
+    if family == "versions":
+        return pa.string()
+    return None
+
+
+def _infer_type(values: list[Any]) -> pa.DataType:
+    """For columns without a rule: bool, int64, float64 (ints promoted when mixed), timestamp, string (lists and
+    mixes as JSON), or null when every value is null (null merges with any type in all_trials.parquet)."""
     present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return pa.array(values, pa.bool_())
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return pa.array(values, pa.int64())
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.array([None if v is None else float(v) for v in values], pa.float64())
-    if present and all(isinstance(v, datetime) for v in present):
-        return pa.array(values, pa.timestamp("s", tz="UTC"))
-    if present and all(isinstance(v, str) for v in present):
-        return pa.array(values, pa.string())
-    return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values], pa.string())
+    if not present:
+        return pa.null()
+    if all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pa.float64()
+    if all(isinstance(v, datetime) for v in present):
+        return TIMESTAMP
+    return pa.string()
+
+
+def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
+    if typ == pa.string():  # lists (and mixes) as JSON strings
+        values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+    return pa.array(values, typ)
+
+
+def _column(name: str, values: list[Any]) -> pa.Array:
+    """One column typed by the schema (`column_type`), else by its values. A value the schema's type cannot hold
+    (a trial.json of another version) must not lose the sweep: that column is typed from its values, with a warning."""
+    want = column_type(name)
+    if want is not None:
+        try:
+            return _array(values, want)
+        except (pa.ArrowInvalid, TypeError) as e:  # ArrowTypeError is a TypeError
+            warnings.warn(f"trials.parquet column {name!r}: a value is not {want} ({e}); typed from its values instead")
+    return _array(values, _infer_type(values))
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Records with differing keys -> one table; FIXED columns first, the rest sorted, missing values null."""
-    keys = {k for r in rows for k in r}
-    names = [k for k in FIXED if k in keys] + sorted(keys - set(FIXED))
-    if not rows:
-        return pa.table({k: pa.array([], pa.string()) for k in FIXED})
-    return pa.table({k: _column([r.get(k) for r in rows]) for k in names})
+    keys = {k for r in rows for k in r} | set(FIXED)
+    names = FIXED + sorted(keys - set(FIXED))
+    return pa.table({k: _column(k, [r.get(k) for r in rows]) for k in names})
 
 
 def _write_table(table: pa.Table, path: Path, **kw: Any) -> None:
@@ -161,9 +218,45 @@ def load_frame_scores(sweep_dir: str | Path, trial_id: str) -> pa.Table:
     return pf.read_row_group(ids.index(trial_id))
 
 
-def concat(tables: list[pa.Table]) -> pa.Table:
-    """Union of tables whose columns differ: missing columns null, int/float mixes promoted."""
-    return pa.concat_tables(tables, promote_options="permissive")
+def _cast(table: pa.Table, types: dict[str, pa.DataType], where: str) -> pa.Table:
+    """`table` with the named columns cast (to null: all-null columns); one that cannot be cast stays as it is,
+    with a warning."""
+    for i, name in enumerate(table.column_names):
+        typ, old = types.get(name), table.schema.field(i).type
+        if typ is None or old == typ:
+            continue
+        try:
+            table = table.set_column(i, name, pa.nulls(len(table)) if typ == pa.null() else table.column(i).cast(typ))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            warnings.warn(f"{where}: column {name!r} is {old}, cannot cast to {typ} ({e}); kept as {old}")
+    return table
+
+
+def _schema_types(table: pa.Table) -> dict[str, pa.DataType]:
+    """The schema's type of each column of `table`; null for an all-null column no rule covers (it says nothing)."""
+    types = {n: column_type(n) for n in table.column_names}
+    return {n: typ or pa.null() for n, typ in types.items() if typ or table[n].null_count == len(table)}
+
+
+def concat(tables: dict[str, pa.Table]) -> pa.Table:
+    """Union of sweeps' tables ({sweep: table}) whose columns differ: each cast to the schema first (files of the
+    older, value-inferred aggregator hold all-null string columns such as `seconds`), missing columns null,
+    int/float mixes promoted. A column whose types still clash (uncastable values, differently inferred columns)
+    becomes string in the union, with a warning naming the sweeps: one odd sweep must not stop every publish."""
+    tables = {k: _cast(t, _schema_types(t), f"{k}/{TRIALS}") for k, t in tables.items()}
+    seen: dict[str, dict[str, pa.DataType]] = {}
+    for k, t in tables.items():
+        for f in t.schema:
+            seen.setdefault(f.name, {})[k] = f.type
+    clash = {}
+    for name, types in seen.items():
+        try:
+            pa.unify_schemas([pa.schema([(name, typ)]) for typ in types.values()], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            clash[name] = pa.string()
+            warnings.warn(f"{ALL_TRIALS}: column {name!r} has clashing types ({', '.join(f'{typ} in {k}' for k, typ in types.items())}); "
+                          "string in the union until those sweeps are re-aggregated")
+    return pa.concat_tables([_cast(t, clash, k) for k, t in tables.items()], promote_options="permissive")
 
 
 def update_all_trials(results_dir: str | Path) -> Path:
@@ -171,8 +264,8 @@ def update_all_trials(results_dir: str | Path) -> Path:
     results_dir = Path(results_dir)
     out = results_dir / ALL_TRIALS
     with atomic.build_lock(out):
-        tables = [pq.read_table(f) for f in sorted(results_dir.glob(f"*/{TRIALS}"))]
-        tables = [t for t in tables if t.num_rows]
+        tables = {f.parent.name: pq.read_table(f) for f in sorted(results_dir.glob(f"*/{TRIALS}"))}
+        tables = {k: t for k, t in tables.items() if t.num_rows}
         _write_table(concat(tables) if tables else rows_to_table([]), out)
     return out
 

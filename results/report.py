@@ -148,6 +148,15 @@ def _bench_key(b: str) -> tuple[int, str]:
     return (BENCH_ORDER.index(b) if b in BENCH_ORDER else len(BENCH_ORDER), b)
 
 
+def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "stopped")}
+
+
+def _none_finished(n: dict[str, int]) -> str:
+    """What a sweep without a finished trial shows instead of numbers: "no trial finished: 3 failed, 1 stopped"."""
+    return "no trial finished: " + (", ".join(f"{n[s]} {s}" for s in ("failed", "stopped") if n[s]) or "no trials")
+
+
 def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -219,11 +228,7 @@ def _generic_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], sea
 
 def _protocol_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
     doc.h("Protocol")
-    ok = [r for r in rows if r["status"] == "finished"]
-    if not ok:
-        doc.p("no finished trial: no protocol recorded")
-        return
-    r = ok[0]
+    r = next(r for r in rows if r["status"] == "finished")
     prot = {k.removeprefix("metrics.protocol."): v for k, v in r.items() if k.startswith("metrics.protocol.") and v is not None}
     items = [["auc_micro", prot.get("auc_micro", "—")], ["auc_micro_global", prot.get("auc_micro_global", "—")],
              ["auc_macro", prot.get("auc_macro", "—")],
@@ -429,25 +434,31 @@ def report(sweep_dir: str | Path) -> dict[str, Path]:
     order = _variant_order(rows, paper)
     key = "val_auc" if search else "auc_micro"  # a search picks its best trial on the validation half only
     doc = Doc(f"Sweep {name}")
-    n = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "stopped")}
+    n = _counts(rows)
     dates = [r["finished_at"] for r in rows if r.get("finished_at")]
     doc.p(f"{len(rows)} trials: {n['finished']} finished, {n['failed']} failed, {n['stopped']} stopped; "
-          f"last finished {max(dates):%Y-%m-%d %H:%M UTC}" if dates else f"{len(rows)} trials")
+          f"last ended {max(dates):%Y-%m-%d %H:%M UTC}" if dates else f"{len(rows)} trials")
+    if not n["finished"]:
+        doc.p(_none_finished(n) + " (errors under 'Failed and stopped trials', below)")
     doc.p("profile(s): " + ", ".join(sorted({str(r.get("profile")) for r in rows})) + "; benchmarks: "
           + ", ".join(sorted({r["benchmark"] for r in rows}, key=_bench_key)) + "; git commit at aggregation: "
           + ", ".join(sorted({str(r.get("git_commit")) for r in rows})))
     if paper:
         _paper_section(doc, paper, rows)
     _generic_section(doc, rows, order, search)
-    _protocol_section(doc, rows)
-    if (sweep_dir / FRAMES).is_file() and n["finished"]:
-        _roc_section(doc, sweep_dir, rows, order, key)
-        _timeline_section(doc, sweep_dir, rows, key)
-    if search:
-        _search_section(doc, sweep_dir, rows)
-    priors = {r.get("config.flow.prior.kind") for r in rows if r["status"] == "finished"}
-    if name == "unified-prior" or len(priors - {None}) > 1:
-        _scene_section(doc, rows, order)
+    if not n["finished"]:  # the sections below draw finished trials' numbers and frames only
+        doc.h("Protocol, ROC curves, timelines")
+        doc.p(f"nothing to show: {_none_finished(n)}")
+    else:
+        _protocol_section(doc, rows)
+        if (sweep_dir / FRAMES).is_file():
+            _roc_section(doc, sweep_dir, rows, order, key)
+            _timeline_section(doc, sweep_dir, rows, key)
+        if search:
+            _search_section(doc, sweep_dir, rows)
+        priors = {r.get("config.flow.prior.kind") for r in rows if r["status"] == "finished"}
+        if name == "unified-prior" or len(priors - {None}) > 1:
+            _scene_section(doc, rows, order)
     _stages_section(doc, rows)
     _failures_section(doc, rows)
     doc.h("Reproduce a trial")
@@ -462,31 +473,42 @@ def report(sweep_dir: str | Path) -> dict[str, Path]:
     return {"report_md": sweep_dir / "report.md", "report_html": sweep_dir / "report.html", **write_index(sweep_dir.parent)}
 
 
+def _index_row(trials: Path) -> list[str]:
+    """One sweep's row of the index: name, date, trial counts, best auc_micro, link to its report."""
+    rows = pq.read_table(trials).to_pylist()
+    dates = [r["finished_at"] for r in rows if r.get("finished_at")]
+    n = _counts(rows)
+    ok = [r for r in rows if _num(r.get("metrics.auc_micro")) is not None]
+    best = max(ok, key=lambda r: r["metrics.auc_micro"]) if ok else None
+    if best:
+        best_cell = f"{best['metrics.auc_micro']:.4f} ({best['variant']}, {best['benchmark']})"
+    else:
+        best_cell = "—" if n["finished"] else _none_finished(n)
+    sweep = trials.parent.name
+    return [sweep, f"{max(dates):%Y-%m-%d %H:%M}" if dates else "—",
+            f"{n['finished']} ok, {n['failed']} failed" + (f", {n['stopped']} stopped" if n["stopped"] else ""),
+            best_cell, f"{sweep}/report.html" if (trials.parent / "report.html").is_file() else "—"]
+
+
 def write_index(results_dir: str | Path) -> dict[str, Path]:
-    """results/index.md and index.html: every sweep with a trials.parquet, its date, status and best auc_micro."""
+    """results/index.md and index.html: every sweep with a trials.parquet, its date, status and best auc_micro.
+
+    Listed, read and written under one exclusive lock: two sweeps finishing together queue up, and the later
+    one reads the earlier one's table (listing outside the lock lost a row when the earlier one wrote last).
+    """
     results_dir = Path(results_dir)
-    table = []
-    for f in sorted(results_dir.glob(f"*/{TRIALS}")):
-        rows = pq.read_table(f).to_pylist()
-        dates = [r["finished_at"] for r in rows if r.get("finished_at")]
-        n = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "stopped")}
-        ok = [r for r in rows if _num(r.get("metrics.auc_micro")) is not None]
-        best = max(ok, key=lambda r: r["metrics.auc_micro"]) if ok else None
-        table.append([f.parent.name, f"{max(dates):%Y-%m-%d %H:%M}" if dates else "—",
-                      f"{n['finished']} ok, {n['failed']} failed" + (f", {n['stopped']} stopped" if n["stopped"] else ""),
-                      f"{best['metrics.auc_micro']:.4f} ({best['variant']}, {best['benchmark']})" if best else "—",
-                      f"{f.parent.name}/report.html" if (f.parent / "report.html").is_file() else "—"])
-    headers = ["sweep", "date (UTC)", "trials", "best auc_micro (variant, benchmark)", "report"]
-    doc = Doc("Sweeps")
-    doc.p("Every sweep under results/ with a trials.parquet. Cross-sweep table: all_trials.parquet "
-          "(duckdb: select sweep, variant, benchmark, \"metrics.auc_micro\" from 'results/all_trials.parquet').")
-    doc.table(headers, table)
-    md, page = doc.to_markdown(""), doc.to_html()
-    for row in table:  # links: relative to results/
-        if row[-1] != "—":
-            md = md.replace(f"| {row[-1]} |", f"| [report]({row[-1]}) |")
-            page = page.replace(f"<td>{html.escape(row[-1])}</td>", f"<td><a href='{html.escape(row[-1])}'>report</a></td>")
     with atomic.build_lock(results_dir / "index.html"):
+        table = [_index_row(f) for f in sorted(results_dir.glob(f"*/{TRIALS}"))]
+        headers = ["sweep", "date (UTC)", "trials", "best auc_micro (variant, benchmark)", "report"]
+        doc = Doc("Sweeps")
+        doc.p("Every sweep under results/ with a trials.parquet. Cross-sweep table: all_trials.parquet "
+              "(duckdb: select sweep, variant, benchmark, \"metrics.auc_micro\" from 'results/all_trials.parquet').")
+        doc.table(headers, table)
+        md, page = doc.to_markdown(""), doc.to_html()
+        for row in table:  # links: relative to results/
+            if row[-1] != "—":
+                md = md.replace(f"| {row[-1]} |", f"| [report]({row[-1]}) |")
+                page = page.replace(f"<td>{html.escape(row[-1])}</td>", f"<td><a href='{html.escape(row[-1])}'>report</a></td>")
         atomic.write_text(results_dir / "index.md", md)
         atomic.write_text(results_dir / "index.html", page)
     return {"index_md": results_dir / "index.md", "index_html": results_dir / "index.html"}

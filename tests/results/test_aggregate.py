@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from results.aggregate import ALL_TRIALS, aggregate, load_frame_scores
+from results.aggregate import ALL_TRIALS, aggregate, load_frame_scores, rows_to_table, update_all_trials
 from sweeps.spec import command
 
 TABLE3_VARIANTS = ("app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows")
@@ -136,3 +136,62 @@ def test_all_trials_spans_sweeps_and_rewrites_atomically(tmp_path):
     aggregate(results / "ablation-paths")  # re-aggregating replaces, never duplicates
     assert pq.read_table(results / ALL_TRIALS).num_rows == 7
     assert not list(results.glob(".*.tmp")) and not list((results / "search").glob(".*.tmp"))
+
+
+def test_column_types_come_from_the_schema_not_the_values(tmp_path):
+    """A sweep where no trial finished has every `seconds` null: typed float64 anyway, so it merges."""
+    results = tmp_path / "results"
+    aggregate(make_fake_sweep(results, "ablation-paths", failed="mot-flow"))
+    aggregate(make_fake_sweep(results, "broken", variants=("x",), seeds=(0, 1), failed="x"))
+    broken = pq.read_table(results / "broken" / "trials.parquet").schema
+    for name, typ in (("seconds", pa.float64()), ("peak_rss_mb", pa.float64()), ("finished_at", pa.timestamp("ms", tz="UTC")),
+                      ("seed", pa.int64()), ("error", pa.string()), ("tune_trial_id", pa.string())):
+        assert broken.field(name).type == typ, name
+    t = pq.read_table(results / ALL_TRIALS)
+    assert t.num_rows == 7 and t.schema.field("seconds").type == pa.float64()
+    for name, typ in (("config.itae.tau", pa.int64()), ("config.itae.app_channels", pa.string()), ("config.flow.app", pa.bool_()),
+                      ("metrics.macro_videos_used", pa.float64()), ("stage.itae.build_seconds", pa.float64()), ("stage.evaluate.key", pa.string()),
+                      ("versions.torch", pa.string()),
+                      ("metrics.protocol.lambda_from_test_set", pa.bool_()), ("metrics.protocol.dropped_frames", pa.int64())):  # no rule: inferred
+        assert t.schema.field(name).type == typ, name
+    rows = {r["trial_id"]: r for r in t.to_pylist()}
+    assert json.loads(rows["both-flows-ped2-s0"]["config.itae.app_channels"]) == [96, 128]
+    assert rows_to_table([{"sweep": "s", "extra.note": None}]).schema.field("extra.note").type == pa.null()  # no rule, no value
+
+
+def test_all_trials_casts_old_files_and_survives_a_clash(tmp_path):
+    """Files of the value-inferring aggregator (an all-null `seconds` typed string) merge after a cast; a column
+    that cannot be cast warns and keeps every sweep's rows instead of breaking every later publish."""
+    results = tmp_path / "results"
+
+    def write_old(name: str, seconds: str | None) -> None:
+        (results / name).mkdir(parents=True)
+        pq.write_table(pa.table({"sweep": [name], "trial_id": ["x-ped2-s0"], "status": ["failed"], "error": ["RuntimeError: boom"],
+                                 "seconds": pa.array([seconds], pa.string()), "finished_at": pa.array([None], pa.string()),
+                                 "metrics.protocol.dropped_frames": pa.array([None], pa.string())}), results / name / "trials.parquet")
+
+    write_old("old", None)
+    aggregate(make_fake_sweep(results, "ablation-paths"))
+    t = pq.read_table(results / ALL_TRIALS)
+    assert t.num_rows == 6 and sorted(set(t["sweep"].to_pylist())) == ["ablation-paths", "old"]
+    assert t.schema.field("seconds").type == pa.float64() and t.schema.field("metrics.protocol.dropped_frames").type == pa.int64()
+
+    write_old("odd", "slow")
+    with pytest.warns(UserWarning) as caught:
+        update_all_trials(results)
+    said = [str(w.message) for w in caught]
+    assert any("odd/trials.parquet: column 'seconds' is string, cannot cast to double" in m for m in said), said
+    assert any("column 'seconds' has clashing types" in m and "string in odd" in m for m in said), said
+    t = pq.read_table(results / ALL_TRIALS)
+    assert t.num_rows == 7 and t.schema.field("seconds").type == pa.string() and "slow" in t["seconds"].to_pylist()
+
+
+def test_a_stopped_or_failed_trial_keeps_the_config_it_tried(tmp_path):
+    """The runner writes the resolved config into plan.json before the trial runs: a trial ASHA stopped (or
+    that failed) is still a row saying what was tried."""
+    d = tmp_path / "results" / "search" / "trials" / "trial-abc"
+    d.mkdir(parents=True)
+    (d / "plan.json").write_text(json.dumps({"variant": "trial-abc", "benchmark": "synthetic", "seed": 0, "command": "python -m vadcore run",
+                                             "config": {"itae": {"tau": 8}, "score": {"lambda_L": 0.25}}}))
+    t = pq.read_table(aggregate(tmp_path / "results" / "search")["trials"]).to_pylist()
+    assert t[0]["status"] == "stopped" and t[0]["config.itae.tau"] == 8 and t[0]["config.score.lambda_L"] == 0.25

@@ -2,10 +2,15 @@
 `report` working after Ray's folder and even the trial folders are deleted."""
 from __future__ import annotations
 
+import fcntl
 import shutil
+import threading
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from results.aggregate import ALL_TRIALS
 from results.report import publish, report
 from sweeps.__main__ import main
 from tests.results.test_aggregate import make_fake_sweep
@@ -87,3 +92,58 @@ def test_html_renders_in_headless_chromium(published, tmp_path):
            "--window-size=1400,2400", paths["report_html"].as_uri()]
     subprocess.run(cmd, capture_output=True, timeout=120, check=True)
     assert png.stat().st_size > 10_000
+
+
+def test_sweep_where_every_trial_failed_reports_it_and_the_folder_keeps_working(tmp_path):
+    results = tmp_path / "results"
+    publish(make_fake_sweep(results, "first", variants=("a", "b")))
+    broken = make_fake_sweep(results, "broken", variants=("x",), seeds=(0, 1), failed="x")
+    md = publish(broken)["report_md"].read_text()
+    assert "no trial finished: 2 failed" in md and md.count("RuntimeError: boom") == 2
+    assert main(["report", "broken", "--results", str(results)]) == 0  # `sweeps report` again: no stale-table crash
+    publish(make_fake_sweep(results, "later", variants=("c",)))
+    t = pq.read_table(results / ALL_TRIALS)
+    assert t.num_rows == 5 and sorted(set(t["sweep"].to_pylist())) == ["broken", "first", "later"]
+    index = (results / "index.md").read_text()
+    row = next(line for line in index.splitlines() if line.startswith("| broken |"))
+    assert "0 ok, 2 failed" in row and "no trial finished: 2 failed" in row
+    assert "| first |" in index and "| later |" in index
+
+
+def _locked(lock: Path) -> bool:
+    """Whether another open file holds `lock` (flock locks of separate opens conflict, even in one process)."""
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def test_a_sweep_finishing_while_the_index_is_built_keeps_its_row(tmp_path, monkeypatch):
+    """The race, made deterministic: sweep b finishes (table, report, index) just after sweep a listed the sweeps
+    for the index. If a's listing is outside the index lock, b runs at once and a's write then drops b's row; under
+    the lock, b waits (in a thread) and lists both."""
+    from results import report as rep
+
+    results = tmp_path / "results"
+    a = make_fake_sweep(results, "a", variants=("x",), failed="x")
+    b = make_fake_sweep(results, "b", variants=("y",), failed="y")
+    real, b_publish = rep._index_row, []
+
+    def b_finishes_meanwhile(trials):
+        if not b_publish:
+            b_publish.append(threading.Thread(target=publish, args=(b,)))
+            if _locked(results / "index.html.lock"):
+                b_publish[0].start()
+            else:
+                b_publish[0].run()
+        return real(trials)
+
+    monkeypatch.setattr(rep, "_index_row", b_finishes_meanwhile)
+    publish(a)
+    if b_publish[0].ident:
+        b_publish[0].join()
+    index = (results / "index.md").read_text()
+    assert "| a |" in index and "| b |" in index
