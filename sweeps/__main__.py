@@ -96,7 +96,7 @@ def cmd_resume(args) -> int:
     from sweeps.spec import load_sweep
 
     console = Console()
-    file, opts = load_run_options(load_sweep(args.name), args.results)
+    file, opts = load_run_options(args.name, args.results)
     spec = load_sweep(file)
     if args.address:
         opts.address = args.address
@@ -109,10 +109,11 @@ def cmd_report(args) -> int:
     from pathlib import Path
 
     from results.report import publish
+    from sweeps.runner import results_name
     from vadcore.errors import ConfigError
 
     results = Path(args.results)
-    name = Path(args.name).stem if args.name.endswith(".toml") else args.name
+    name = results_name(args.name, args.results)
     root = results / name
     if not (root / "trials").is_dir() and not (root / "trials.parquet").is_file():
         have = sorted(p.parent.name for p in results.glob("*/trials")) + sorted(p.parent.name for p in results.glob("*/trials.parquet"))

@@ -15,10 +15,12 @@ stage cache reuses every finished stage of the others.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -109,12 +111,25 @@ def subset_aucs(out_dir: Path, score: ScoreConfig, fraction: float, seed: int) -
     return out
 
 
+def rung(r: dict[str, Any]) -> dict[str, Any]:
+    """ASHA's rung fields of one per-epoch report: one rung per ITAE epoch, judged on the ITAE's loss on the
+    held-out normal training videos (its training loss when none are held out).
+
+    Every trial reports them for the same epochs, whether it trained its ITAE or reused it (the pipeline
+    replays a reused stage's history). Flow epochs make no rung: a flow's bits/dim on one ITAE's latents
+    says nothing about another trial's flow on another ITAE's latents."""
+    if r["stage"] != "itae":
+        return {}
+    return {"itae_epoch": r["epoch"], "itae_loss": float(r.get("val_loss", r.get("train_loss", float("nan"))))}
+
+
 def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan], bench: str | None, opts: dict[str, Any]) -> None:
-    """One Tune trial: run the pipeline trial of a plan, report per-epoch val_loss and the final metrics."""
+    """One Tune trial: run the pipeline trial of a plan, report per-epoch losses (ASHA's rungs) and the final metrics."""
     import torch
     from ray import tune
 
     from vadcore.pipeline import run_trial
+    from vadcore.testing import trial_gate
 
     torch.set_num_threads(max(1, int(spec.resources.cpu)))
     if "plan" in config:
@@ -126,13 +141,13 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
     out = Path(opts["trials"]) / plan.trial_id
     out.mkdir(parents=True, exist_ok=True)
     info = {"variant": plan.variant, "benchmark": plan.benchmark, "seed": plan.seed, "overrides": plan.overrides,
-            "command": plan.command.replace("--out runs/", f"--out {opts['trials']}/"), "tune_trial_id": tune.get_context().get_trial_id()}
+            "command": plan.command.replace("--out runs/", f"--out {opts['trials']}/"), "tune_trial_id": tune.get_context().get_trial_id(),
+            "config": to_dict(plan.config)}  # what the trial tries, recorded even if it never finishes
     atomic.write_json(out / "plan.json", info)
-    last = {"val_loss": float("nan")}
+    trial_gate(plan.trial_id)
 
     def report(r: dict[str, Any]) -> None:
-        last["val_loss"] = float(r.get("val_loss", r.get("train_loss", float("nan"))))
-        row = {"stage": r["stage"], "epoch": r["epoch"], "val_loss": last["val_loss"], "train_loss": float(r.get("train_loss", float("nan")))}
+        row = {"stage": r["stage"], "epoch": r["epoch"], **{k: float(r[k]) for k in ("train_loss", "val_loss") if k in r}, **rung(r)}
         if spec.search is not None:  # Tune and OptunaSearch want the objective in every result: nan until the end
             row.setdefault(spec.search.metric, float("nan"))
         tune.report(row)
@@ -147,7 +162,7 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
         sub = subset_aucs(out, plan.config.score, spec.search.val_fraction, spec.search.seed)
         metrics.update(val_auc=sub["val_auc"], test_auc=sub["test_auc"])
         atomic.write_json(out / "plan.json", {**info, **sub})
-    tune.report({**metrics, "val_loss": last["val_loss"], "stage": "done", "trial_seconds": trial["seconds"]})
+    tune.report({**metrics, "stage": "done", "trial_seconds": trial["seconds"]})
 
 
 # ---------------------------------------------------------------------------------------------- progress
@@ -213,12 +228,48 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address if address.startswith(("ray://", "auto")) or ":" in address else "auto", configure_logging=False)
         return False
-    ray.init(
-        address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-        configure_logging=False, log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}},
-    )
+    with _loopback_node():
+        ray.init(
+            address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+            configure_logging=False, log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}},
+        )
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != "127.0.0.1":  # a Ray whose private switch below stopped working: say so, do not hide it
+        print(f"warning: the local Ray node took address {node_ip}, not 127.0.0.1: its servers listen beyond loopback", file=sys.stderr)
     return True
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """Keep an in-process Ray node on 127.0.0.1, so every server it starts listens on loopback only.
+
+    Ray 2.60 on Linux replaces _node_ip_address="127.0.0.1" by the machine's external address
+    (ray._private.services.resolve_ip_for_localhost, when ray_constants.ENABLE_RAY_CLUSTER is on, its
+    Linux default), and its gRPC servers then bind every interface; with a loopback node IP they bind
+    127.0.0.1 and the agents bind the node IP. Ray has no bind-address setting, so the flag is turned off
+    for the duration of ray.init only: a driver joining a cluster (--address) must keep its real address.
+    """
+    import ray._private.ray_constants as rc
+
+    before = rc.ENABLE_RAY_CLUSTER
+    rc.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        rc.ENABLE_RAY_CLUSTER = before
+
+
+def check_data(benchmarks: list[str] | tuple[str, ...], data_root: str | None) -> None:
+    """Each benchmark's files are where the sweep will look, before Ray starts: a mistyped --data-root is one
+    sentence naming the folder, not a Ray traceback per trial. Listing the files (the shard fingerprint)
+    checks the layout without decoding anything."""
+    from vadcore.data import SPLITS, get_benchmark
+
+    for name in benchmarks:
+        bench = get_benchmark(name, data_root)
+        for split in SPLITS:
+            bench.fingerprint(split)
 
 
 def sweep_dir(spec: SweepSpec, results: str) -> Path:
@@ -244,6 +295,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
     root_dir = resolve_data_root(opts.data_root)  # absolute: Ray workers run in other working directories
     opts.data_root = str(root_dir) if root_dir else None
     check(spec, tuple(opts.benchmarks) if opts.benchmarks else None, opts.profile, opts.sets)
+    check_data(opts.benchmarks or spec.benchmarks, opts.data_root)
     root = sweep_dir(spec, opts.results)
     trials_dir = root / "trials"
     trials_dir.mkdir(parents=True, exist_ok=True)
@@ -319,8 +371,8 @@ def _fit(spec, opts, root, param_space, plans, bench, shared, total, console, *,
     scheduler = None
     if spec.scheduler.type == "asha":
         s = spec.scheduler
-        scheduler = ASHAScheduler(metric="val_loss", mode="min", time_attr="training_iteration", grace_period=s.grace_period,
-                                  max_t=s.max_t, reduction_factor=s.reduction_factor)
+        scheduler = ASHAScheduler(metric="itae_loss", mode="min", time_attr="itae_epoch", grace_period=s.grace_period,  # see rung()
+                                  max_t=s.max_t, reduction_factor=s.reduction_factor, stop_last_trials=False)
     metric, mode = (spec.search.metric, spec.search.mode) if spec.search else ("auc", "max")
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, spec=spec, plans=plans, bench=bench, opts=shared),
@@ -418,11 +470,24 @@ def print_summary(spec: SweepSpec, records: list[dict[str, Any]], console) -> No
                   f"{sum(r['status'] == 'failed' for r in records)} failed trial(s); reproduce any trial with the command in trials/<id>/plan.json")
 
 
-def load_run_options(spec: SweepSpec, results: str) -> tuple[str, RunOptions]:
+def results_name(name_or_path: str, results: str) -> str:
+    """The folder under results/ of a sweep named as on the command line: a .toml path gives its file's `name`;
+    a bare name is that folder if it exists (a sweep run from a file outside sweeps/ is found by its name
+    alone), else the `name` of sweeps/NAME.toml (which may differ from the file's name)."""
+    from sweeps.spec import load_sweep
+
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.is_file() or not (Path(results).expanduser() / name_or_path).is_dir():
+        return load_sweep(name_or_path).name
+    return name_or_path
+
+
+def load_run_options(name_or_path: str, results: str) -> tuple[str, RunOptions]:
     """The file and options of a sweep's last run, for `resume`."""
-    f = sweep_dir(spec, results) / "sweep.json"
+    name = results_name(name_or_path, results)
+    f = Path(results).expanduser().resolve() / name / "sweep.json"
     if not f.is_file():
-        raise ConfigError(f"nothing to resume: {f} does not exist (run `python -m sweeps run {spec.name}` first)")
+        raise ConfigError(f"nothing to resume: {f} does not exist (run `python -m sweeps run {name_or_path}` first)")
     saved = json.loads(f.read_text())
     file = saved.pop("file")
     return file, RunOptions(**{k: v for k, v in saved.items() if k in RunOptions.__dataclass_fields__})

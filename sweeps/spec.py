@@ -70,10 +70,11 @@ class Search:
 @dataclass(frozen=True)
 class Scheduler:
     type: str = "none"  # "none" | "asha"
-    grace_period: int = 1  # ASHA: epochs (reports) before a trial may be stopped
-    max_t: int = 100  # ASHA: most reports a trial makes
+    grace_period: int = 1  # ASHA: ITAE epochs before a trial may be stopped
+    max_t: int = 100  # ASHA: rungs lie at ITAE epochs up to this one (a trial is never stopped for reaching it)
     reduction_factor: int = 2  # ASHA: keeps the best 1/reduction_factor of the trials at each rung (> 1)
-    # ASHA's metric is always the training-side "val_loss" (held-out normal training videos), never a test AUC.
+    # ASHA's rungs are ITAE epochs, its metric the ITAE's loss on held-out normal training videos (runner.rung),
+    # the same quantity in every trial whether it trained its ITAE or reused one; never a test AUC.
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,19 @@ def test_a_corrupt_stage_file_rebuilds_that_stage_and_its_dependants(first, tmp_
     assert f"{NLL_MAP_MEAN} is missing" in third["stages"]["flow_mot"]["rebuilt_because"]
     assert again["metrics"]["auc_micro"] == pytest.approx(trial["metrics"]["auc_micro"], abs=1e-6)
     assert third["metrics"]["auc_micro"] == pytest.approx(trial["metrics"]["auc_micro"], abs=1e-6)
+
+
+def test_a_trial_reusing_its_itae_reports_the_same_itae_epochs(tmp_path):
+    """A scheduler (ASHA) compares trials epoch by epoch: one that reuses a cached ITAE replays that ITAE's
+    recorded epochs, so at each rung every trial reports the same quantity (sweeps.runner.rung)."""
+    from sweeps.runner import rung
+
+    fresh, reusing = [], []
+    cfg = resolve_config("synthetic", "smoke", TINY)
+    run_trial(cfg, None, tmp_path / "cache", tmp_path / "out1", show=False, report=fresh.append)
+    again = run_trial(resolve_config("synthetic", "smoke", [*TINY, "flow.glow.steps=1"]), None, tmp_path / "cache", tmp_path / "out2", show=False, report=reusing.append)
+    assert again["stages"]["itae"]["status"] == "reused" and again["stages"]["flow_mot"]["status"] == "trained"
+    rungs = [[rung(r) for r in reports if rung(r)] for reports in (fresh, reusing)]
+    assert rungs[0] == rungs[1] and [r["itae_epoch"] for r in rungs[0]] == [1]
+    assert [r["stage"] for r in reusing] == ["itae", "flow_app", "flow_mot"] and reusing[0]["replayed"]
+    assert not rung(reusing[-1])  # flow epochs make no rung

@@ -398,6 +398,9 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         stages[rec.name] = {"key": rec.key, "status": rec.status, "seconds": round(own_seconds, 3), "build_seconds": rec.seconds}
         if rec.rebuilt:
             stages[rec.name]["rebuilt_because"] = rec.rebuilt
+        if rec.status == "reused" and report is not None:  # the same per-epoch stream as if trained here, so a
+            for epoch in rec.info.get("history", []):  # scheduler compares a reusing trial on the same numbers
+                report({"stage": rec.name, "replayed": True, **epoch})
 
     folders = {}
     for split in ("train", "test"):

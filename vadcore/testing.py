@@ -1,9 +1,12 @@
-"""Test helpers: a benchmark made of in-memory arrays (shard and loader tests control every frame), and the
-TINY overrides that shrink a trial to seconds."""
+"""Test helpers: a benchmark made of in-memory arrays (shard and loader tests control every frame), the
+TINY overrides that shrink a trial to seconds, and the trial gate that lets a test hold sweep trials."""
 from __future__ import annotations
 
+import os
+import time
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -42,3 +45,28 @@ def counting_video(n: int, height: int = 8, width: int = 8, offset: int = 0) -> 
     """(n, H, W, 3) uint8 frames whose every pixel equals (offset + frame index) % 256: windows are checkable."""
     values = (offset + np.arange(n)) % 256
     return np.broadcast_to(values[:, None, None, None], (n, height, width, 3)).astype(np.uint8)
+
+
+GATE_ENV = "VAD_TEST_GATE"
+
+
+def trial_gate(trial_id: str) -> None:
+    """A barrier for tests: with $VAD_TEST_GATE=DIR set, a sweep trial writes DIR/<trial_id>.waiting and runs
+    only once DIR/<trial_id>.go exists. A test then knows which trials started, finished or wait, on any
+    machine speed (tests/sweeps/test_resume.py kills a sweep with one trial done and one held). Unset: no-op."""
+    gate = os.environ.get(GATE_ENV)
+    if not gate:
+        return
+    (Path(gate) / f"{trial_id}.waiting").touch()
+    wait_until(lambda: (Path(gate) / f"{trial_id}.go").exists(), timeout=None)
+
+
+def wait_until(condition: Callable[[], object], timeout: float | None, what: str = "condition", poll: float = 0.05):
+    """Poll `condition` until it returns something true, and return that; TimeoutError after `timeout` seconds
+    (None: no limit). A barrier on a state (a file exists, a process exited), never a guess of how long."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not (value := condition()):
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached in {timeout} s")
+        time.sleep(poll)
+    return value

@@ -1,6 +1,8 @@
 """Resume after a SIGKILL: `python -m sweeps run` on a 3-variant grid (one trial at a time) is killed — its whole
-process group, Ray included — once the first trial has finished; `python -m sweeps resume` then finishes the
-others, keeps the first trial's record byte for byte, and trains no ITAE twice."""
+process group, Ray included — once the first trial has finished and the second is held at the trial gate
+(vadcore.testing.trial_gate), so the kill lands at the same point on a fast machine and a slow one;
+`python -m sweeps resume` then finishes the others, keeps the first trial's record byte for byte, and trains
+no ITAE twice."""
 from __future__ import annotations
 
 import json
@@ -8,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from vadcore.testing import TINY
+from vadcore.testing import GATE_ENV, TINY, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,9 +80,12 @@ def procs():
         _kill_group(p)
 
 
-def _sweeps(args: list[str], log: Path, started: list[subprocess.Popen]) -> subprocess.Popen:
+def _sweeps(args: list[str], log: Path, started: list[subprocess.Popen], gate: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env.pop("VAD_DATA_ROOT", None)
+    env.pop(GATE_ENV, None)
+    if gate is not None:
+        env[GATE_ENV] = str(gate)
     env.pop("RAY_ADDRESS", None)  # Ray must start in-process, inside the group we kill
     p = subprocess.Popen([sys.executable, "-m", "sweeps", *args], cwd=REPO, env=env, start_new_session=True,
                          stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -90,44 +94,45 @@ def _sweeps(args: list[str], log: Path, started: list[subprocess.Popen]) -> subp
 
 
 def test_resume_after_sigkill_keeps_finished_trials_and_stages(tmp_path, procs):
-    t_start = time.monotonic()
     sweep = tmp_path / "resume.toml"
     sweep.write_text(SWEEP)
-    results, cache = tmp_path / "results", tmp_path / "cache"
+    results, cache, gate = tmp_path / "results", tmp_path / "cache", tmp_path / "gate"
+    gate.mkdir()
     sets = [a for s in TINY for a in ("--set", s)]
     trials = results / "resume" / "trials"
+    run_log = tmp_path / "run.log"
 
-    run = _sweeps(["run", str(sweep), "--results", str(results), "--cache", str(cache), *sets], tmp_path / "run.log", procs)
-    first = None
-    while first is None:
-        done = sorted(trials.glob("*/trial.json"))
-        if done:
-            first = done[0]
-        elif run.poll() is not None:
-            pytest.fail(f"`sweeps run` exited ({run.returncode}) before a trial finished:\n{(tmp_path / 'run.log').read_text()[-3000:]}")
-        elif time.monotonic() - t_start > 240:
-            pytest.fail(f"no trial finished in 240 s:\n{(tmp_path / 'run.log').read_text()[-3000:]}")
-        time.sleep(0.2)
-    time.sleep(0.5)  # trial.json is written atomically; let frame_scores etc. settle
-    kept = first.read_bytes()
-    n_done_at_kill = len(list(trials.glob("*/trial.json")))
+    run = _sweeps(["run", str(sweep), "--results", str(results), "--cache", str(cache), *sets], run_log, procs, gate)
+
+    def waiting(exclude: set[str]):
+        if run.poll() is not None:
+            pytest.fail(f"`sweeps run` exited ({run.returncode}) early:\n{run_log.read_text()[-3000:]}")
+        return sorted({f.name.removesuffix(".waiting") for f in gate.glob("*.waiting")} - exclude)
+
+    first = wait_until(lambda: waiting(set()), 240, "a first trial at the gate")[0]
+    (gate / f"{first}.go").touch()
+    record = wait_until(lambda: (trials / first / "trial.json").is_file() and trials / first / "trial.json", 240, f"{first} finished")
+    kept = record.read_bytes()
+    held = wait_until(lambda: waiting({first}), 240, "a second trial at the gate")
+    assert len(held) == 1, held  # one trial at a time: the second waits at the gate, the third has not started
     tree = [p.pid for p in psutil.Process(run.pid).children(recursive=True)]
     _kill_group(run)
     assert run.returncode == -signal.SIGKILL
     assert not [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE], "the killed sweep left processes"
-    assert n_done_at_kill < 3, "the sweep finished before it could be killed: nothing left to resume"
+    assert [f.parent.name for f in trials.glob("*/trial.json")] == [first]
 
-    resume = _sweeps(["resume", str(sweep), "--results", str(results)], tmp_path / "resume.log", procs)
+    # by its name alone, though it was run from a file outside sweeps/
+    resume = _sweeps(["resume", "resume", "--results", str(results)], tmp_path / "resume.log", procs)
     try:
-        rc = resume.wait(timeout=max(30, 300 - (time.monotonic() - t_start)))
+        rc = resume.wait(timeout=300)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"resume did not finish in time:\n{(tmp_path / 'resume.log').read_text()[-3000:]}")
+        pytest.fail(f"resume did not finish in 300 s:\n{(tmp_path / 'resume.log').read_text()[-3000:]}")
     log = (tmp_path / "resume.log").read_text()
     assert rc == 0, log[-3000:]
-    assert "already finished: kept, not re-run" in log
+    assert "1 of 3 trials already finished: kept, not re-run" in log
 
     assert sorted(p.parent.name for p in trials.glob("*/trial.json")) == ["a-synthetic-s0", "b-synthetic-s0", "c-synthetic-s0"]
-    assert first.read_bytes() == kept  # the finished trial was kept, not re-run
+    assert record.read_bytes() == kept  # the finished trial was kept, not re-run
     itae = [d for d in (cache / "stages" / "itae").iterdir() if d.is_dir() and not d.name.startswith(".")]
     assert len(itae) == DISTINCT_ITAE, sorted(d.name for d in itae)  # finished ITAE stages: one per distinct config
     records = [json.loads(f.read_text()) for f in trials.glob("*/trial.json")]

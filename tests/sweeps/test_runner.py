@@ -104,3 +104,51 @@ def test_search_objective_scores_like_the_trial(tmp_path):
     assert len(paper["val_videos"]) == len(paper["test_videos"]) == 2
     local = subset_aucs(tmp_path, ScoreConfig(lambda_L=1.0, lambda_local=2.0), 0.5, 0)  # S = [2, 1] per video
     assert (local["val_auc"], local["test_auc"]) == (0.0, 0.0)
+
+
+def test_local_ray_listens_on_loopback_only(ray_local):
+    """Every TCP listener of this process tree (driver, GCS, raylet, workers, agents) binds 127.0.0.1 or ::1
+    (or the IPv4-mapped ::ffff:127.0.0.1): a laptop sweep exposes nothing to its network."""
+    import ipaddress
+
+    import psutil
+    import ray
+
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+    listeners = set()
+    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            listeners |= {(c.laddr.ip, p.name()) for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            pass
+    assert listeners, "no listener found: the check would prove nothing"
+
+    def loopback(ip: str) -> bool:
+        a = ipaddress.ip_address(ip.split("%")[0])
+        return a.is_loopback or (a.version == 6 and a.ipv4_mapped is not None and a.ipv4_mapped.is_loopback)
+
+    assert not {(ip, name) for ip, name in listeners if not loopback(ip)}
+
+
+def test_loopback_node_keeps_ray_from_choosing_the_external_address(monkeypatch):
+    """Ray 2.60 swaps 127.0.0.1 for the address it routes to the internet through (whatever _node_ip_address
+    says); `_loopback_node` keeps 127.0.0.1. Checked on Ray's own function, with an external address faked."""
+    import ray._private.services as services
+
+    from sweeps.runner import _loopback_node
+
+    monkeypatch.setattr(services, "node_ip_address_from_perspective", lambda address=None: "192.0.2.5")
+    monkeypatch.setattr(services.ray._private.worker, "_global_node", None)
+    assert services.resolve_ip_for_localhost("127.0.0.1") == "192.0.2.5"  # what ray.init would bind without it
+    with _loopback_node():
+        assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+
+
+def test_a_missing_data_root_stops_the_sweep_before_ray_and_results(tmp_path):
+    from vadcore.errors import DataError
+
+    (tmp_path / "s.toml").write_text('name = "real"\nbenchmarks = ["ped2"]\n[[grid]]\nname = "a"\n')
+    opts = RunOptions(data_root=str(tmp_path / "no-such-root"), results=str(tmp_path / "results"), cache=str(tmp_path / "cache"), quiet=True)
+    with pytest.raises(DataError, match="no-such-root does not exist"):
+        run_sweep(load_sweep(tmp_path / "s.toml"), opts)
+    assert not (tmp_path / "results").exists()
