@@ -36,6 +36,7 @@ from vadcore.configtools import flatten
 REPO = Path(__file__).resolve().parents[1]
 TRIALS = "trials.parquet"
 FRAMES = "frame_scores.parquet"
+STOP = "stop.json"  # sweeps.runner.STOP_FILE
 ALL_TRIALS = "all_trials.parquet"
 
 # The schema of trials.parquet (results/README.md), as code: types never depend on the values a sweep happened
@@ -46,7 +47,7 @@ FIXED_TYPES: dict[str, pa.DataType] = {
     "sweep": pa.string(), "trial_id": pa.string(), "variant": pa.string(), "benchmark": pa.string(), "profile": pa.string(),
     "seed": pa.int64(), "status": pa.string(), "error": pa.string(), "finished_at": TIMESTAMP,
     "seconds": pa.float64(), "peak_rss_mb": pa.float64(), "git_commit": pa.string(), "command": pa.string(),
-    "tune_trial_id": pa.string(), "val_videos": pa.string(), "test_videos": pa.string(),
+    "tune_trial_id": pa.string(), "objective": pa.string(), "stop_reason": pa.string(), "rung": pa.int64(),
 }
 FIXED = list(FIXED_TYPES)
 STAGE_TYPES = {"key": pa.string(), "status": pa.string(), "rebuilt_because": pa.string(), "seconds": pa.float64(), "build_seconds": pa.float64()}
@@ -79,13 +80,8 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
         "sweep": sweep, "trial_id": trial_dir.name, "variant": plan.get("variant"), "benchmark": plan.get("benchmark"),
         "profile": _profile(plan.get("command")), "seed": plan.get("seed"), "status": "stopped", "error": None,
         "finished_at": None, "seconds": None, "peak_rss_mb": None, "git_commit": commit, "command": plan.get("command"),
-        "tune_trial_id": plan.get("tune_trial_id"),
-        "val_videos": json.dumps(plan["val_videos"]) if "val_videos" in plan else None,
-        "test_videos": json.dumps(plan["test_videos"]) if "test_videos" in plan else None,
+        "tune_trial_id": plan.get("tune_trial_id"), "objective": plan.get("objective"), "stop_reason": None, "rung": None,
     }
-    for k in ("val_auc", "test_auc"):  # a search trial's objective and held-out AUC live in plan.json
-        if k in plan:
-            row[f"metrics.{k}"] = plan[k]
     row.update(flatten(plan.get("config", {}), "config."))  # what a failed or stopped trial tried, too
     trial_file, err_file = trial_dir / "trial.json", trial_dir / "error.json"
     if trial_file.is_file():
@@ -100,6 +96,10 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
         row.update(flatten(t.get("versions", {}), "versions."))
     elif err_file.is_file():
         row.update(status="failed", finished_at=_mtime(err_file), error=json.loads(err_file.read_text()).get("error"))
+    elif (stop_file := trial_dir / STOP).is_file():  # stopped early by the scheduler: why, where, its last numbers
+        stop = json.loads(stop_file.read_text())
+        row.update(finished_at=_mtime(stop_file), stop_reason=stop["reason"], rung=stop.get("rung"))
+        row.update(flatten(stop.get("last", {}), "last."))
     return row
 
 

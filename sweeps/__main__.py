@@ -5,6 +5,7 @@
     python -m sweeps run ablation-paths                       # synthetic benchmark, smoke profile, Ray in-process
     python -m sweeps run ablation-paths --benchmarks ped2 --data-root ../shared/data --profile smoke
     python -m sweeps run path/to/my-sweep.toml --set itae_train.epochs=1 --results /tmp/results
+    python -m sweeps run search --num-samples 24               # Optuna on the development split, ASHA on ITAE epochs
     python -m sweeps resume ablation-paths                    # same options as the last run; finished trials kept
     python -m sweeps report ablation-paths                    # tables + report.md/html from results/ablation-paths/ (no Ray)
     ray job submit -- python -m sweeps run search             # on a cluster ($RAY_ADDRESS is set)
@@ -83,7 +84,7 @@ def cmd_run(args) -> int:
 
     console = Console()
     spec = load_sweep(args.name)
-    opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets)
+    opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples)
     records = run_sweep(spec, opts, console)
     print_summary(spec, records, console)
     return 1 if any(r["status"] == "failed" for r in records) else 0
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     _run_args(p)
     p.add_argument("--results", default="results", help="results folder (default: results/); the sweep writes results/<name>/")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else Ray starts in-process)")
+    p.add_argument("--num-samples", type=int, help="search sweeps: Optuna samples per benchmark (default: the file's search.num_samples)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="re-run a sweep with its last options; finished trials and stages are kept")

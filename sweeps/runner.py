@@ -16,6 +16,7 @@ stage cache reuses every finished stage of the others.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -25,15 +26,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vadcore import atomic
 from vadcore.configtools import stable_hash, to_dict
 from vadcore.errors import ConfigError
 from sweeps.spec import SweepSpec, TrialPlan, check, expand, make_plan
 
-if TYPE_CHECKING:
-    from vadcore.scoring import ScoreConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +46,7 @@ class RunOptions:
     cache: str | None = None  # default: $VAD_CACHE or .cache/vad, as `python -m vadcore`
     address: str | None = None
     sets: list[str] = field(default_factory=list)
+    num_samples: int | None = None  # a search's sample count, in place of the sweep file's search.num_samples
     quiet: bool = False  # no per-trial progress lines (tests)
 
 
@@ -61,54 +61,21 @@ def stage_keys(plan: TrialPlan, cache_root: Path, data_root: str | None) -> dict
     from vadcore.data import get_benchmark
     from vadcore.data.shards import ShardSpec
     from vadcore.errors import VadError
-    from vadcore.pipeline import stage_slices
+    from vadcore.pipeline import stage_slices, trial_splits
     from vadcore.stages import StageStore
 
     cfg, store = plan.config, StageStore(cache_root)
     try:
         bench = get_benchmark(cfg.data.benchmark, data_root)
-        shards = {s: ShardSpec(cfg.data.benchmark, s, cfg.data.height, cfg.data.width, cfg.data.channels).folder(cache_root, bench.fingerprint(s)).name for s in ("train", "test")}
+        shards = {s: ShardSpec(cfg.data.benchmark, s, cfg.data.height, cfg.data.width, cfg.data.channels).folder(cache_root, bench.fingerprint(s)).name for s in trial_splits(cfg)}
     except VadError:
         return {"shards": "? (no data)"}
-    keys = {"shards_train": shards["train"], "shards_test": shards["test"]}
+    keys = {f"shards_{s}": key for s, key in shards.items()}
     keys.update({name: store.key(name, slice_) for name, slice_ in stage_slices(cfg, shards, store).items()})
     return keys
 
 
 # ---------------------------------------------------------------------------------------------- the trial
-
-
-def split_test_videos(videos: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(validation, held-out) test videos: a seeded split by video, at least one of each."""
-    videos = sorted(videos)
-    n_val = min(len(videos) - 1, max(1, round(fraction * len(videos))))
-    val = sorted(random.Random(seed).sample(videos, n_val))
-    return val, sorted(set(videos) - set(val))
-
-
-def subset_aucs(out_dir: Path, score: ScoreConfig, fraction: float, seed: int) -> dict[str, Any]:
-    """val_auc / test_auc (Eq. 9, per-video min-max) on the two halves of the test videos."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from vadcore.evaluate import frame_auc_report
-
-    t = pq.read_table(out_dir / "frame_scores.parquet").to_pydict()
-    videos = np.asarray(t["video"])
-    val, held = split_test_videos(sorted(set(videos.tolist())), fraction, seed)
-    labels, r = np.asarray(t["label"]), np.asarray(t["score_r"])
-    l, local = (np.asarray(t[k], dtype=float) for k in ("score_l", "score_l_local"))
-    l, local = (None if np.isnan(x).all() else x for x in (l, local))  # all NaN: no flows, no NLL maps
-    out: dict[str, Any] = {"val_videos": val, "test_videos": held}
-    for name, keep_videos in (("val_auc", val), ("test_auc", held)):
-        keep = np.isin(videos, keep_videos)
-        try:
-            l_k, local_k = (None if x is None else x[keep] for x in (l, local))
-            rep = frame_auc_report(labels[keep], videos[keep], r[keep], l_k, score, local_k)
-            out[name] = float(rep["auc_micro"])
-        except ValueError:  # one class only in that half
-            out[name] = float("nan")
-    return out
 
 
 def rung(r: dict[str, Any]) -> dict[str, Any]:
@@ -136,18 +103,23 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
         plan = plans[config["plan"]]
     else:  # a search sample: the dotted keys Optuna chose, on the first seed
         params = {k: v for k, v in config.items()}
-        name = f"trial-{stable_hash(params, 8)}"
+        name = "default" if params == opts.get("default_point") else f"trial-{stable_hash(params, 8)}"
         plan = make_plan(spec, name, params, bench, spec.seeds[0], opts["profile"], opts["sets"], data_root=opts["data_root"])
     out = Path(opts["trials"]) / plan.trial_id
     out.mkdir(parents=True, exist_ok=True)
     info = {"variant": plan.variant, "benchmark": plan.benchmark, "seed": plan.seed, "overrides": plan.overrides,
             "command": plan.command.replace("--out runs/", f"--out {opts['trials']}/"), "tune_trial_id": tune.get_context().get_trial_id(),
-            "config": to_dict(plan.config)}  # what the trial tries, recorded even if it never finishes
+            "config": to_dict(plan.config),  # what the trial tries, recorded even if it never finishes
+            "objective": spec.search.metric if spec.search else None}
     atomic.write_json(out / "plan.json", info)
     trial_gate(plan.trial_id)
 
+    reached: dict[str, Any] = {}  # the last rung: Tune wants the scheduler's metric in every result, so flow
+    # epochs and the final result repeat it (ASHA records a trial once per rung, so a repeat changes nothing)
+
     def report(r: dict[str, Any]) -> None:
-        row = {"stage": r["stage"], "epoch": r["epoch"], **{k: float(r[k]) for k in ("train_loss", "val_loss") if k in r}, **rung(r)}
+        reached.update(rung(r))
+        row = {"stage": r["stage"], "epoch": r["epoch"], **{k: float(r[k]) for k in ("train_loss", "val_loss") if k in r}, **reached}
         if spec.search is not None:  # Tune and OptunaSearch want the objective in every result: nan until the end
             row.setdefault(spec.search.metric, float("nan"))
         tune.report(row)
@@ -158,14 +130,31 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
         atomic.write_json(out / "error.json", {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         raise
     metrics = {k: v for k, v in trial["metrics"].items() if isinstance(v, (int, float))}
-    if spec.search is not None:
-        sub = subset_aucs(out, plan.config.score, spec.search.val_fraction, spec.search.seed)
-        metrics.update(val_auc=sub["val_auc"], test_auc=sub["test_auc"])
-        atomic.write_json(out / "plan.json", {**info, **sub})
-    tune.report({**metrics, "stage": "done", "trial_seconds": trial["seconds"]})
+    tune.report({**metrics, **reached, "stage": "done", "trial_seconds": trial["seconds"]})
 
 
 # ---------------------------------------------------------------------------------------------- progress
+
+
+STOP_FILE = "stop.json"  # in a trial folder: why a trial ended without trial.json (ASHA), and its last report
+
+
+def _stop_recorder(trials_dir: str):
+    from ray import tune
+
+    class StopRecorder(tune.Callback):
+        """A trial that ends without its trial.json was stopped by the scheduler (ASHA): write its rung, its last
+        reported numbers and the reason beside its plan.json, so the results table says what happened to it.
+        (A trial killed with the sweep leaves neither file: "stopped" without a reason.)"""
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            for plan in Path(trials_dir).glob("*/plan.json"):
+                if json.loads(plan.read_text()).get("tune_trial_id") == trial.trial_id and not plan.with_name("trial.json").is_file():
+                    last = {k: v for k, v in (trial.last_result or {}).items() if k in ("stage", "epoch", "itae_epoch", "itae_loss", "train_loss", "val_loss")}
+                    atomic.write_json(plan.with_name(STOP_FILE), {"reason": f"stopped by ASHA at ITAE epoch {last.get('itae_epoch', '?')}",
+                                                                  "rung": last.get("itae_epoch"), "last": last})
+
+    return StopRecorder()
 
 
 def _progress_callback(total: int, metric: str | None, mode: str, names: list[str]):
@@ -292,6 +281,10 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
     from vadcore.data import resolve_data_root
 
     console = console or Console()
+    if opts.num_samples is not None:
+        if spec.search is None or opts.num_samples < 1:
+            raise ConfigError(f"--num-samples={opts.num_samples}: " + ("must be >= 1" if spec.search else f"{spec.name} is a grid, not a search"))
+        spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, num_samples=opts.num_samples))
     root_dir = resolve_data_root(opts.data_root)  # absolute: Ray workers run in other working directories
     opts.data_root = str(root_dir) if root_dir else None
     check(spec, tuple(opts.benchmarks) if opts.benchmarks else None, opts.profile, opts.sets)
@@ -316,12 +309,14 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
                 _fit(spec, opts, root, {"plan": _grid(todo)}, plans, None, shared, len(todo), console, search=None)
         else:
             for bench in opts.benchmarks or spec.benchmarks:
-                done = sum(1 for f in trials_dir.glob("*/trial.json") if json.loads(f.with_name("plan.json").read_text())["benchmark"] == bench)
+                done = sum(1 for r in collect(trials_dir) if r["benchmark"] == bench and (r["status"] == "finished" or r.get("stop_reason")))
                 left = spec.search.num_samples - done
                 if done:
-                    console.print(f"{bench}: {done} of {spec.search.num_samples} search trials already finished; the Optuna study continues")
+                    console.print(f"{bench}: {done} of {spec.search.num_samples} search trials already ran; the Optuna study continues")
+                default = None if done else default_point(spec, bench, opts, console)
                 if left > 0:
-                    _fit(spec, opts, root, _search_space(spec), [], bench, shared, left, console, search=_optuna(spec, root, bench))
+                    search = _optuna(spec, root, bench, default)
+                    _fit(spec, opts, root, _search_space(spec), [], bench, {**shared, "default_point": default}, left, console, search=search)
         console.print(f"sweep {spec.name}: {time.perf_counter() - t0:.1f} s")
     finally:
         if started:
@@ -354,14 +349,31 @@ def _search_space(spec: SweepSpec) -> dict[str, Any]:
     return space
 
 
-def _optuna(spec: SweepSpec, root: Path, bench: str):
+def default_point(spec: SweepSpec, bench: str, opts: RunOptions, console) -> dict[str, Any] | None:
+    """The profile's own values of the searched keys, evaluated first (trial "default"), so the report can say
+    whether the search found anything better than the config it started from; None (said) where a default
+    lies outside the space."""
+    from vadcore.configtools import flatten
+
+    base = flatten(to_dict(make_plan(spec, "default", {}, bench, spec.seeds[0], opts.profile or spec.profile, opts.sets).config))
+    point = {k: base[k] for k in spec.search.space}
+    outside = [k for k, p in spec.search.space.items()
+               if (p.choices is not None and point[k] not in p.choices) or (p.choices is None and not p.low <= point[k] <= p.high)]
+    if outside:
+        console.print(f"{bench}: the profile's {', '.join(f'{k}={point[k]!r}' for k in outside)} lie outside the search space: "
+                      "no default trial to compare the search with", highlight=False)
+        return None
+    return point
+
+
+def _optuna(spec: SweepSpec, root: Path, bench: str, default: dict[str, Any] | None):
     """OptunaSearch whose study lives in results/<sweep>/optuna.db (load_if_exists: a resumed sweep continues it)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
     return OptunaSearch(metric=spec.search.metric, mode=spec.search.mode, storage=storage, study_name=f"{spec.name}-{bench}",
-                        sampler=optuna.samplers.TPESampler(seed=spec.search.seed))
+                        sampler=optuna.samplers.TPESampler(seed=spec.search.seed), points_to_evaluate=[default] if default else None)
 
 
 def _fit(spec, opts, root, param_space, plans, bench, shared, total, console, *, search) -> None:
@@ -378,7 +390,9 @@ def _fit(spec, opts, root, param_space, plans, bench, shared, total, console, *,
         tune.with_parameters(_trainable, spec=spec, plans=plans, bench=bench, opts=shared),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    callbacks = [] if opts.quiet else [_progress_callback(total, metric, mode, [p.trial_id for p in plans])]
+    callbacks = [_stop_recorder(shared["trials"])]
+    if not opts.quiet:
+        callbacks.append(_progress_callback(total, metric, mode, [p.trial_id for p in plans]))
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -411,8 +425,9 @@ def collect(trials_dir: Path) -> list[dict[str, Any]]:
                        stage_keys={k: s["key"] for k, s in t["stages"].items()}, seconds=t["seconds"])
         elif err_file.is_file():
             rec.update(status="failed", error=json.loads(err_file.read_text())["error"])
-        else:
-            rec.update(status="stopped")  # killed, or stopped early by ASHA before its final metrics
+        else:  # stopped early by ASHA (stop.json says at which rung), or killed (no record)
+            stop = plan_file.with_name(STOP_FILE)
+            rec.update(status="stopped", **({"stop_reason": json.loads(stop.read_text())["reason"]} if stop.is_file() else {}))
         out.append(rec)
     return out
 
@@ -440,31 +455,70 @@ def stage_counts(records: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def summary_table(spec: SweepSpec, records: list[dict[str, Any]]):
+BEST_SHOWN = 3  # a search's held-out test AUC is shown for its best trials by the objective only
+
+
+def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | None = None):
+    """One row per (variant, benchmark): seeds, status, AUCs (mean ± sd over seeds) and stage reuse.
+
+    A search's rows are its trials, ranked by the objective (a dev_ AUC); the test AUC appears for the best
+    BEST_SHOWN only. Below 120 columns (CI logs, `ray job logs`) the table keeps variant, status and the
+    numbers, and wraps long names instead of cutting them; the report has every column.
+    """
     from rich.table import Table
 
-    extra = ["val_auc", "test_auc"] if spec.search else []
-    table = Table(title=f"sweep {spec.name}: {spec.description}")
-    for col in ("variant", "benchmark", "seeds", "status", "auc_micro", "auc_micro_global", "auc_macro", *extra, "stages"):
-        table.add_column(col, justify="right" if col.startswith(("auc", "val", "test")) else "left")
-    order = [v.name for v in spec.grid]
+    narrow = width is not None and width < 120
+    metrics = (spec.search.metric, "auc_micro") if spec.search else ("auc_micro", "auc_micro_global", "auc_macro")
+    if narrow and not spec.search:
+        metrics = metrics[:2]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["variant"], r["benchmark"]), []).append(r)
-    for (variant, bench), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][0])):
+    benches = {b for _, b in groups}
+    cols = ["variant", *(["benchmark"] if len(benches) > 1 or not narrow else []), *([] if narrow else ["seeds"]), "status",
+            *metrics, *([] if narrow else ["stages"])]
+    table = Table(title=f"sweep {spec.name}: {spec.description}", title_justify="left")
+    for col in cols:
+        numeric = col in metrics
+        table.add_column(col.replace("_", " ") if narrow and numeric else col, justify="right" if numeric else "left",
+                         overflow="fold", no_wrap=numeric, min_width=6 if numeric else None)
+
+    def value(r: dict[str, Any], k: str) -> float:
+        return r.get("metrics", {}).get(k, float("nan"))
+
+    if spec.search:  # best objective first; unfinished trials after
+        sign = -1 if spec.search.mode == "max" else 1
+        def objective(rs: list[dict[str, Any]]) -> float:
+            v = value(rs[0], spec.search.metric) if rs[0]["status"] == "finished" else float("nan")
+            return math.inf if math.isnan(v) else sign * v
+
+        ranked = sorted(groups.items(), key=lambda kv: (objective(kv[1]), kv[0]))
+    else:
+        order = [v.name for v in spec.grid]
+        ranked = sorted(groups.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][0]))
+    for rank, ((variant, bench), rs) in enumerate(ranked):
         ok = [r for r in rs if r["status"] == "finished"]
         status = "ok" if len(ok) == len(rs) else ", ".join(f"{n} {s}" for s in ("finished", "failed", "stopped") if (n := sum(r["status"] == s for r in rs)))
         if any(r["status"] == "failed" for r in rs):
             status += ": " + next(r["error"] for r in rs if r["status"] == "failed")[:80]
-        stages = " ".join(f"{k.removeprefix('flow_')}:{'/'.join(sorted({r['stages'][k][0] for r in ok}))}" for k in ("itae", "flow_app", "flow_mot", "score") if ok and k in ok[0]["stages"])
-        cells = [_mean_std([r["metrics"].get(k, float("nan")) for r in ok]) for k in ("auc_micro", "auc_micro_global", "auc_macro")]
-        cells += [_mean_std([r["metrics"].get(k, float("nan")) if k in r["metrics"] else r.get(k, float("nan")) for r in ok]) for k in extra]
-        table.add_row(variant, bench, ",".join(str(r["seed"]) for r in rs), status, *cells, stages)
+        reasons = sorted({r.get("stop_reason", "killed, no record") for r in rs if r["status"] == "stopped"})
+        if reasons:
+            status = reasons[0] if len(rs) == 1 else status + " (" + "; ".join(reasons) + ")"
+        cells = {"variant": variant, "benchmark": bench, "seeds": ",".join(str(r["seed"]) for r in rs), "status": status,
+                 "stages": " ".join(f"{k.removeprefix('flow_')}:{'/'.join(sorted({r['stages'][k][0] for r in ok}))}"
+                                    for k in ("itae", "flow_app", "flow_mot", "score") if ok and k in ok[0]["stages"])}
+        for k in metrics:
+            hidden = spec.search and k == "auc_micro" and rank >= BEST_SHOWN
+            cells[k] = "·" if hidden else _mean_std([value(r, k) for r in ok])
+        table.add_row(*(cells[c] for c in cols))
     return table
 
 
 def print_summary(spec: SweepSpec, records: list[dict[str, Any]], console) -> None:
-    console.print(summary_table(spec, records))
+    console.print(summary_table(spec, records, console.width))
+    if spec.search:
+        console.print(f"ranked by {spec.search.metric} (development split); auc_micro: the held-out test set, "
+                      f"shown for the best {BEST_SHOWN} only and never optimised", highlight=False)
     c = stage_counts(records)
     console.print(f"stages trained in this sweep: {c['itae']} ITAE, {c['flow']} flow (t = trained, r = reused); "
                   f"{sum(r['status'] == 'failed' for r in records)} failed trial(s); reproduce any trial with the command in trials/<id>/plan.json")

@@ -23,16 +23,18 @@ from vadcore.errors import ConfigError
 
 SWEEP_DIR = Path(__file__).resolve().parent
 
-# What a trial reports at its end (sweeps/runner.py `_trainable`), so what a search may optimise: the
-# pipeline's numeric AUCs (`vadcore.evaluate.frame_auc_report`, and `auc`, which follows score.normalise), and
-# for a search val_auc / test_auc on the two seeded halves of the test videos.
+# What a trial reports at its end (sweeps/runner.py `_trainable`): the pipeline's numeric AUCs
+# (`vadcore.evaluate.frame_auc_report`, and `auc`, which follows score.normalise) on the test split, and with
+# `data.dev` the same on the development split, prefixed dev_. A search optimises a dev_ metric only: the test
+# videos are scored, and their AUC reported for the best trials, but never chosen by.
 TRIAL_METRICS = (
     "auc", "auc_micro", "auc_micro_global", "auc_macro",  # the Eq. 9 score S
     "r_auc_micro", "r_auc_micro_global", "r_auc_macro",  # R alone (Eq. 7)
     "l_auc_micro", "l_auc_micro_global", "l_auc_macro",  # L alone (Eq. 8): only reported with a flow on
     "local_auc_micro", "local_auc_micro_global", "local_auc_macro",  # local L alone: only with per-position NLL maps
 )
-SEARCH_METRICS = ("val_auc", *TRIAL_METRICS)  # never test_auc: the held-out half is reported, not optimised
+SEARCH_METRICS = tuple(f"dev_{m}" for m in TRIAL_METRICS)
+SEARCH_FORCED = {"data.dev": True}  # every search trial scores the development split it is judged on
 
 # The sweep's name and each variant's name become folder names (results/<sweep>/, trials/<variant>-<bench>-s<seed>/).
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -59,11 +61,10 @@ class Param:
 
 @dataclass(frozen=True)
 class Search:
-    metric: str = "val_auc"  # one of SEARCH_METRICS; val_auc: AUC on a seeded validation subset of test videos
+    metric: str = "dev_auc"  # one of SEARCH_METRICS: an AUC on the benchmark's development split, never the test set
     mode: str = "max"  # "max" | "min"
     num_samples: int = 8  # Optuna trials per benchmark and seed
     seed: int = 0  # the Optuna sampler's seed
-    val_fraction: float = 0.5  # fraction of test videos in the validation subset (seeded split by video)
     space: dict[str, Param] = field(default_factory=dict)  # dotted config key -> Param
 
 
@@ -280,9 +281,9 @@ def _load_grid(c: _Checker, value: Any) -> tuple[Variant, ...]:
 
 
 def _load_search(c: _Checker, value: Any) -> Search:
-    t = c.table(value, "search", {"metric", "mode", "num_samples", "seed", "val_fraction", "space"})
+    t = c.table(value, "search", {"metric", "mode", "num_samples", "seed", "space"})
     kw: dict[str, Any] = {}
-    for k, tp in (("metric", str), ("mode", str), ("num_samples", int), ("seed", int), ("val_fraction", float)):
+    for k, tp in (("metric", str), ("mode", str), ("num_samples", int), ("seed", int)):
         if k in t:
             kw[k] = c.typed(t[k], tp, f"search.{k}")
     c.choice(kw.get("metric", Search.metric), SEARCH_METRICS, "search.metric")
@@ -291,8 +292,6 @@ def _load_search(c: _Checker, value: Any) -> Search:
         c.in_range(kw["seed"], 0, SEED_MAX, "search.seed", "numpy's seed range (Optuna's TPE sampler)")
     if kw.get("num_samples", 1) < 1:
         c.fail(f"search.num_samples={kw['num_samples']} must be >= 1")
-    if not 0 < kw.get("val_fraction", 0.5) < 1:
-        c.fail(f"search.val_fraction={kw['val_fraction']} must be in (0, 1)")
     space_raw = c.table(t.get("space", {}), "search.space")
     c.no_seed(flatten_space(space_raw), "search.space")
     space = {}
@@ -335,7 +334,7 @@ def check(spec: SweepSpec, benchmarks: tuple[str, ...] | None = None, profile: s
     for bench in benchmarks or spec.benchmarks:
         for label, overrides in _variants_to_check(spec):
             try:
-                resolve_config(bench, profile or spec.profile, extra_sets, extra=merge(spec.fixed, unflatten(overrides)))
+                resolve_config(bench, profile or spec.profile, extra_sets, extra=merge(spec.fixed, unflatten({**overrides, **forced(spec)})))
             except ConfigError as e:
                 raise ConfigError(f"{spec.path}: {label} on benchmark {bench!r} is not a valid trial: {e}") from None
 
@@ -382,11 +381,16 @@ def toml_value(v: Any) -> str:
     return repr(v)
 
 
+def forced(spec: SweepSpec) -> dict[str, Any]:
+    """Overrides the sweep's kind imposes on every trial (a search: score the development split)."""
+    return dict(SEARCH_FORCED) if spec.search else {}
+
+
 def plan_overrides(spec: SweepSpec, variant: dict[str, Any], seed: int, extra_sets: list[str] | None) -> dict[str, Any]:
     flat = {**flatten(spec.fixed), **variant, "seed": seed}
     if extra_sets:
         flat.update(flatten(parse_sets(extra_sets)))
-    return flat
+    return {**flat, **forced(spec)}
 
 
 def make_plan(spec: SweepSpec, name: str, variant: dict[str, Any], bench: str, seed: int, profile: str,

@@ -72,3 +72,9 @@ def test_every_profile_validates_for_every_benchmark():
     for profile in ("smoke", "laptop", "paper"):
         for bench in ("synthetic", "ped2", "avenue", "shanghaitech"):
             resolve_config(bench, profile)
+
+
+def test_dev_split_only_where_the_benchmark_has_one():
+    assert resolve_config("synthetic", "smoke", ["data.dev=true"]).data.dev
+    with pytest.raises(ConfigError, match="data.dev=true: benchmark 'ped2' has no development split yet; benchmarks with one: synthetic"):
+        resolve_config("ped2", "smoke", ["data.dev=true"])

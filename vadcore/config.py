@@ -35,6 +35,7 @@ class DataConfig:
     train_stride: int = 1  # frames between consecutive training windows ("randomly segment" in the paper)
     test_stride: int = 1  # frames between test windows; every frame is scored whatever the stride
     loader_workers: int = 0  # DataLoader worker processes (0 = in the training process)
+    dev: bool = False  # also score the benchmark's development split (dev_* metrics): what a search optimises
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class TrialConfig:
 
     def validate(self) -> None:
         """One pass over every field and the rules that tie fields together."""
-        from vadcore.data import BENCHMARKS
+        from vadcore.data import BENCHMARKS, benchmark_class
 
         d, m = self.data, self.itae
         for key, value in flatten(dataclasses.asdict(self)).items():
@@ -82,6 +83,9 @@ class TrialConfig:
                 raise ConfigError(f"{key}={value!r} must be a finite number")
         if d.benchmark not in BENCHMARKS:
             raise ConfigError(f"data.benchmark={d.benchmark!r} unknown; allowed: {', '.join(BENCHMARKS)}")
+        if d.dev and not benchmark_class(d.benchmark).has_dev:
+            have = [b for b in BENCHMARKS if benchmark_class(b).has_dev]
+            raise ConfigError(f"data.dev=true: benchmark {d.benchmark!r} has no development split yet; benchmarks with one: {', '.join(have)}")
         if d.channels not in (1, 3):
             raise ConfigError(f"data.channels={d.channels} must be 1 (grey) or 3 (RGB)")
         if m.in_channels != d.channels:

@@ -25,7 +25,7 @@ from torch import nn
 from vadcore import atomic
 from vadcore.config import TrialConfig, resolve_config
 from vadcore.configtools import to_dict
-from vadcore.data import get_benchmark
+from vadcore.data import DEV, SPLITS, get_benchmark
 from vadcore.data.loader import ClipDataset, iter_shard, load_manifest
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.errors import DataError
@@ -353,6 +353,17 @@ def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, n
 # ----------------------------------------------------------------------------------------------- the trial
 
 
+def evaluate_stage(cfg: TrialConfig, bench, stage: StageRecord):
+    """(metrics, scores, final score, L, local L) of one scored split (a score stage's scores.npz)."""
+    with np.load(stage.path / "scores.npz") as z:
+        scores = {k: z[k] for k in z.files}
+    kinds = None
+    if hasattr(bench, "anomaly_kinds"):
+        kinds = {v: bench.anomaly_kinds(v) for v in sorted(set(scores["video"]))}
+    metrics, final, l, local = evaluate(cfg, scores, kinds)
+    return metrics, scores, final, l, local
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -384,7 +395,14 @@ def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore
             slices[f"flow_{path}"] = flow
             flow_keys[path] = store.key(f"flow_{path}", flow)
     slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
+    if DEV in shard_keys:  # the development split, scored exactly as the test split
+        slices["score_dev"] = {**slices["score"], "shards": shard_keys[DEV]}
     return slices
+
+
+def trial_splits(cfg: TrialConfig) -> tuple[str, ...]:
+    """The shard sets a trial reads: training, test, and the development split when `data.dev` asks for it."""
+    return (*SPLITS, DEV) if cfg.data.dev else SPLITS
 
 
 def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, out_dir: Path, *, show: bool = True, report: Report | None = None) -> dict[str, Any]:
@@ -403,7 +421,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
                 report({"stage": rec.name, "replayed": True, **epoch})
 
     folders = {}
-    for split in ("train", "test"):
+    for split in trial_splits(cfg):
         t0 = time.perf_counter()
         spec = ShardSpec(cfg.data.benchmark, split, cfg.data.height, cfg.data.width, cfg.data.channels)
         folders[split], written = ensure_shards(bench, spec, cache_root, show_progress=show)
@@ -422,18 +440,19 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
             flows[path] = store.get_or_build(f"flow_{path}", slices[f"flow_{path}"], build, files=("flow.pt",), inputs=(itae_stage,))
             record(flows[path], time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    score_stage = store.get_or_build("score", slices["score"], lambda out: build_scores(cfg, itae_stage, flows, folders["test"], out, show), files=("scores.npz",),
-                                  inputs=(itae_stage, *flows.values()))
-    record(score_stage, time.perf_counter() - t0)
+    scored = {}
+    for name, split in (("score", "test"), ("score_dev", DEV)):
+        if name in slices:
+            t0 = time.perf_counter()
+            build = lambda out, s=split: build_scores(cfg, itae_stage, flows, folders[s], out, show)  # noqa: E731
+            scored[name] = store.get_or_build(name, slices[name], build, files=("scores.npz",), inputs=(itae_stage, *flows.values()))
+            record(scored[name], time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    with np.load(score_stage.path / "scores.npz") as z:
-        scores = {k: z[k] for k in z.files}
-    kinds = None
-    if hasattr(bench, "anomaly_kinds"):
-        kinds = {v: bench.anomaly_kinds(v) for v in sorted(set(scores["video"]))}
-    metrics, final, l, local = evaluate(cfg, scores, kinds)
+    metrics, scores, final, l, local = evaluate_stage(cfg, bench, scored["score"])
+    if "score_dev" in scored:  # dev_auc, dev_auc_micro, ...: the numbers a search may choose settings by
+        dev_metrics = evaluate_stage(cfg, bench, scored["score_dev"])[0]
+        metrics.update({f"dev_{k}": v for k, v in dev_metrics.items() if isinstance(v, (int, float))})
     stages["evaluate"] = {"key": None, "status": "computed", "seconds": round(time.perf_counter() - t0, 3)}
 
     trial = {

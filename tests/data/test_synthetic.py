@@ -135,3 +135,23 @@ def test_bad_settings_name_the_field():
         SyntheticBenchmark(scenes=0)
     with pytest.raises(ConfigError, match="frames_per_video=60"):
         SyntheticBenchmark(frames_per_video=60)
+
+
+def test_dev_split_is_new_labelled_videos_of_the_same_scenes(bench, frames):
+    """The development split a search optimises on: test-like videos (one anomaly each, both kinds) from the
+    same scenes and generator, none of them a test video; the existing splits are unchanged by its presence."""
+    dev = bench.videos("dev")
+    assert bench.has_dev and len(dev) == len(bench.videos("test"))
+    assert all(v.labels is not None and v.labels.any() and not v.labels.all() for v in dev)
+    kinds = {int(k) for v in dev for k in np.unique(bench.anomaly_kinds(v.id))}
+    assert kinds == {NONE, APPEARANCE, MOTION}
+    test_frames = [f for vid, f in frames.items() if "_test_" in vid]
+    for v in dev:
+        f = np.stack(list(v.frames()))
+        assert not any(np.array_equal(f, t) for t in test_frames), v.id
+    # same scenes: a dev video's median frame is closest to a test video of its own scene (shared background)
+    medians = {vid: np.median(f, 0) for vid, f in frames.items() if "_test_" in vid}
+    for v in dev:
+        m = np.median(np.stack(list(v.frames())), 0)
+        nearest = min(medians, key=lambda t: np.abs(medians[t] - m).mean())
+        assert nearest.split("_")[0] == v.scene, (v.id, nearest)

@@ -61,7 +61,7 @@ def make_fake_sweep(results: Path, name: str = "ablation-paths", variants=TABLE3
                 plan = {"variant": variant, "benchmark": bench, "seed": seed, "overrides": overrides,
                         "command": command(bench, "smoke", overrides, f"{root}/trials/{tid}"), "tune_trial_id": f"t{v_i}{seed}"}
                 if search:
-                    plan.update(val_videos=["v00"], test_videos=["v01", "v02"], val_auc=0.6 + 0.05 * v_i + 0.01 * seed, test_auc=0.6)
+                    plan["objective"] = "dev_auc"
                 (d / "plan.json").write_text(json.dumps(plan))
                 if variant == failed:
                     (d / "error.json").write_text(json.dumps({"error": "RuntimeError: boom", "traceback": "..."}))
@@ -72,6 +72,8 @@ def make_fake_sweep(results: Path, name: str = "ablation-paths", variants=TABLE3
                            "auc": auc, "per_scene_auc": {"s0": auc + 0.01, "s1": None if v_i == 0 else auc - 0.01}, "protocol": PROTOCOL}
                 if v_i >= 2:
                     metrics.update(l_auc_micro=auc - 0.05, l_auc_micro_global=auc - 0.06, l_auc_macro=auc - 0.05)
+                if search:  # the objective ranks trials unlike the test set: a search that finds noise
+                    metrics.update(dev_auc=0.6 + 0.05 * v_i + 0.01 * seed, dev_auc_micro=0.6 + 0.05 * v_i)
                 config = {"data": {"benchmark": bench, "height": 32}, "itae": {"tau": overrides["itae.tau"], "app_channels": [96, 128]},
                           "flow": {"app": v_i in (2, 4), "mot": v_i in (3, 4), "prior": {"kind": "hgad" if v_i % 2 else "gaussian"}},
                           "score": {"lambda_L": overrides["score.lambda_L"] if v_i else 1}, "seed": seed}
@@ -132,7 +134,7 @@ def test_all_trials_spans_sweeps_and_rewrites_atomically(tmp_path):
     t = pq.read_table(results / ALL_TRIALS)
     assert t.num_rows == 7
     assert sorted(set(t["sweep"].to_pylist())) == ["ablation-paths", "search"]
-    assert "metrics.val_auc" in t.column_names  # only the search sweep has it: null elsewhere
+    assert "metrics.dev_auc" in t.column_names and "objective" in t.column_names  # only the search sweep has them: null elsewhere
     aggregate(results / "ablation-paths")  # re-aggregating replaces, never duplicates
     assert pq.read_table(results / ALL_TRIALS).num_rows == 7
     assert not list(results.glob(".*.tmp")) and not list((results / "search").glob(".*.tmp"))

@@ -67,9 +67,13 @@ def test_report_needs_only_the_tables(tmp_path):
 
 def test_search_and_unified_prior_sections(tmp_path):
     results = tmp_path / "results"
-    md = report(_aggregated(make_fake_sweep(results, "search", variants=("trial-a", "trial-b", "trial-c"), search=True)))["report_md"].read_text()
-    assert "Optuna search: history" in md and "search-history-ped2.png" in md
-    assert "optuna.db not found" in md and "Spearman" in md  # no study db: the fallback says so
+    md = report(_aggregated(make_fake_sweep(results, "search", variants=("default", "trial-b", "trial-c", "trial-d"), search=True)))["report_md"].read_text()
+    assert "Optuna search: objective and held-out AUC" in md and "search-history-ped2.png" in md
+    assert "optuna.db not found" in md and "|Spearman" in md  # no study db: the fallback says so
+    # the fake objective rises with the variant index, and so does the held-out auc_micro: rank correlation 1
+    assert "Spearman rank correlation of dev_auc with the held-out auc_micro over the 4 finished trials: +1.000" in md
+    assert "(trial-d: .7500) has held-out auc_micro .9300; the profile's default config (.6000) has .9000: the search beat" in md
+    assert "All variants: frame AUC on the development split" in md
     md = publish(make_fake_sweep(results, "unified-prior", variants=("gaussian", "hgad")))["report_md"].read_text()
     assert "Per-scene AUC by prior" in md and "gaussian (prior gaussian)" in md and "hgad (prior hgad)" in md
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sweeps.runner import RunOptions, collect, init_ray, run_sweep, stage_counts, stage_keys, subset_aucs
+from sweeps.runner import RunOptions, init_ray, run_sweep, stage_counts, stage_keys
 from sweeps.spec import expand, load_sweep
 from vadcore.testing import TINY
 
@@ -86,24 +86,76 @@ def test_resume_keeps_finished_trials(swept):
     assert json.loads((root / "results/tiny/sweep.json").read_text())["sets"] == list(opts.sets)
 
 
-def test_search_objective_scores_like_the_trial(tmp_path):
-    """val_auc / test_auc re-score each half of the test videos from frame_scores.parquet with the trial's
-    whole Eq. 9 score, local term included: here L ranks every video perfectly and local L perfectly wrong."""
-    import pyarrow as pa
+SEARCH = """
+name = "tiny-search"
+benchmarks = ["synthetic"]
+max_concurrent = 2
+[search]
+num_samples = 6
+[search.space]
+"itae_train.lr" = { low = 1e-4, high = 1e-2, log = true }
+"score.lambda_L" = { low = 0.0, high = 2.0 }
+[scheduler]
+type = "asha"
+grace_period = 1
+max_t = 4
+reduction_factor = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    (root / "s.toml").write_text(SEARCH)
+    spec = load_sweep(root / "s.toml")
+    opts = RunOptions(results=str(root / "results"), cache=str(root / "cache"), sets=[*TINY, "itae_train.epochs=3"], quiet=True)
+    return root, spec, run_sweep(spec, opts)
+
+
+def test_search_records_every_trial_with_its_parameters_and_why_it_stopped(searched):
     import pyarrow.parquet as pq
 
-    from vadcore.scoring import ScoreConfig
+    root, spec, records = searched
+    rows = pq.read_table(root / "results/tiny-search/trials.parquet").to_pylist()
+    assert len(rows) == 6 and {r["status"] for r in rows} <= {"finished", "stopped"}
+    assert all(r["config.itae_train.lr"] is not None and r["config.score.lambda_L"] is not None and r["config.data.dev"] for r in rows)
+    assert all(r["objective"] == "dev_auc" for r in rows)
+    for r in rows:
+        if r["status"] == "stopped":  # by ASHA, at an ITAE-epoch rung, with its last reported numbers
+            assert r["stop_reason"] == f"stopped by ASHA at ITAE epoch {r['rung']}" and 1 <= r["rung"] <= 3 and r["last.itae_loss"] > 0
+        else:
+            assert 0 <= r["metrics.dev_auc"] <= 1 and r["metrics.dev_auc"] == r["metrics.dev_auc_micro"]
+    default = next(r for r in rows if r["variant"] == "default")  # the profile's own values, tried first
+    base = expand(spec, extra_sets=[*TINY, "itae_train.epochs=3"])[0].config
+    assert default["config.itae_train.lr"] == base.itae_train.lr and default["config.score.lambda_L"] == base.score.lambda_L
+    assert "Optuna search: objective and held-out AUC" in (root / "results/tiny-search/report.md").read_text()
 
-    n = 4  # videos, each [normal, anomalous]
-    pq.write_table(pa.table({
-        "video": [v for v in "ABCD" for _ in range(2)], "label": [0, 1] * n, "score_r": [1.0] * 2 * n,
-        "score_l": [0.0, 1.0] * n, "score_l_local": [1.0, 0.0] * n,
-    }), tmp_path / "frame_scores.parquet")
-    paper = subset_aucs(tmp_path, ScoreConfig(lambda_L=1.0), 0.5, 0)
-    assert (paper["val_auc"], paper["test_auc"]) == (1.0, 1.0)
-    assert len(paper["val_videos"]) == len(paper["test_videos"]) == 2
-    local = subset_aucs(tmp_path, ScoreConfig(lambda_L=1.0, lambda_local=2.0), 0.5, 0)  # S = [2, 1] per video
-    assert (local["val_auc"], local["test_auc"]) == (0.0, 0.0)
+
+def test_search_summary_fits_80_columns_and_keeps_names_whole(searched):
+    import io
+
+    from rich.console import Console
+
+    from sweeps.runner import print_summary
+
+    root, spec, records = searched
+    out = io.StringIO()
+    print_summary(spec, records, Console(file=out, width=80, color_system=None))
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "…" not in text
+    for r in records:
+        assert r["variant"] in text.replace("\n", "").replace("│", "").replace(" ", "") or r["variant"] in text
+    finished = [r for r in records if r["status"] == "finished"]
+    assert all(f"{r['metrics']['dev_auc']:.4f}" in text for r in finished)
+
+
+def test_search_needs_a_development_split(tmp_path):
+    from vadcore.errors import ConfigError
+
+    (tmp_path / "s.toml").write_text(SEARCH.replace('["synthetic"]', '["ped2"]'))
+    with pytest.raises(ConfigError, match="benchmark 'ped2' has no development split yet; benchmarks with one: synthetic"):
+        run_sweep(load_sweep(tmp_path / "s.toml"), RunOptions(results=str(tmp_path / "results"), quiet=True))
 
 
 def test_local_ray_listens_on_loopback_only(ray_local):

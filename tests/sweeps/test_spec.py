@@ -99,7 +99,7 @@ def test_grid_expands_variants_times_seeds_with_commands(tmp_path):
         (ASHA.replace("grace_period = 1", "grace_period = 0"), "grace_period=0 must be in [1, max_t=4]"),
         (ASHA.replace("max_t = 4", "max_t = 0"), "grace_period=1 must be in [1, max_t=0]"),
         # the search's objective: a metric a trial reports, and a direction
-        (SEARCH.replace("[search]", '[search]\nmetric = "accuracy"'), "search.metric='accuracy' is not allowed; allowed: 'val_auc', 'auc',"),
+        (SEARCH.replace("[search]", '[search]\nmetric = "accuracy"'), "search.metric='accuracy' is not allowed; allowed: 'dev_auc', 'dev_auc_micro',"),
         (SEARCH.replace("[search]", '[search]\nmetric = "val_loss"'), "search.metric='val_loss' is not allowed"),
         (SEARCH.replace("[search]", '[search]\nmode = "maximise"'), "search.mode='maximise' is not allowed; allowed: 'max', 'min'"),
         (SEARCH.replace("[search]", "[search]\nseed = -1"), "search.seed=-1 must be in [0, 4294967295]"),

@@ -10,7 +10,7 @@ import importlib
 import os
 from pathlib import Path
 
-from vadcore.data.base import SPLITS, Benchmark, Split, Video
+from vadcore.data.base import DEV, SPLITS, Benchmark, Split, Video
 from vadcore.errors import DataError
 
 DATA_ROOT_ENV = "VAD_DATA_ROOT"
@@ -45,8 +45,13 @@ def get_benchmark(name: str, data_root: str | Path | None = None) -> Benchmark:
             raise DataError(f"data root {root} does not exist (from --data-root or ${DATA_ROOT_ENV})")
         if not (root / name).is_dir():
             raise DataError(f"benchmark folder {root / name} not found under data root {root}")
+    return benchmark_class(name)(root)
+
+
+def benchmark_class(name: str) -> type[Benchmark]:
+    """The class registered under `name` (imported now: what it offers, e.g. `has_dev`, without reading data)."""
     module, cls = BENCHMARKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(root)
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "SPLITS", "Split", "Video", "get_benchmark", "resolve_data_root"]
+__all__ = ["BENCHMARKS", "DEV", "Benchmark", "SPLITS", "Split", "Video", "benchmark_class", "get_benchmark", "resolve_data_root"]

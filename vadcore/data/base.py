@@ -15,8 +15,9 @@ import numpy as np
 
 from vadcore.errors import DataError
 
-Split = Literal["train", "test"]
-SPLITS: tuple[Split, ...] = ("train", "test")
+Split = Literal["train", "test", "dev"]
+SPLITS: tuple[Split, ...] = ("train", "test")  # every benchmark has these
+DEV: Split = "dev"  # labelled videos for choosing settings, never the test videos: benchmarks with `has_dev`
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Benchmark(ABC):
     """
 
     name: str = ""
+    has_dev: bool = False  # whether videos(DEV) exists: a labelled development split that is not the test set
 
     def __init__(self, data_root: Path | None):
         self.data_root = data_root

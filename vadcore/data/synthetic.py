@@ -24,6 +24,9 @@ from the first to the last frame it is visible, and its kind is recorded per fra
 Scene parameters come from `default_rng([seed, 0, scene])`, a video's plan (tracks, labels) from
 `[seed, 1, scene, split, index]` and its sensor noise from `[seed, 2, scene, split, index]`: listing is
 cheap, frames are rendered on each call to `Video.frames` and identical every time.
+
+The development split ("dev") is made like the test split, from the same scenes and generator but other
+random streams (split index 2): new videos, never the test videos, so a search can optimise on it honestly.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from typing import Iterator
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from vadcore.data.base import SPLITS, Benchmark, Split, Video
+from vadcore.data.base import DEV, SPLITS, Benchmark, Split, Video
 from vadcore.errors import ConfigError
 
 GENERATOR_VERSION = 1  # bump whenever the rendered frames or labels change, to invalidate shards
@@ -57,6 +60,7 @@ _PALETTE = 5  # pedestrian colours per scene: few enough that training shows eac
 _NOISE = 2.0  # sd of per-frame sensor noise, grey levels
 _MAX_EXTENT = 20  # longest side of any object, px: bounds an anomaly's crossing time
 _BAND = 0.35  # walkway width as a fraction of the frame's extent across it
+_SPLIT_INDEX = {split: s for s, split in enumerate((*SPLITS, DEV))}  # seeds each split's random streams
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class SyntheticBenchmark(Benchmark):
     """Seeded walkway scenes with labelled appearance and motion anomalies; `data_root` is ignored."""
 
     name = "synthetic"
+    has_dev = True
 
     def __init__(
         self,
@@ -115,7 +120,7 @@ class SyntheticBenchmark(Benchmark):
                 f"{height}x{width} frame (up to {longest} frames) with normal frames before and after"
             )
         self.seed, self.scenes = seed, scenes
-        self.counts = {"train": train_videos_per_scene, "test": test_videos_per_scene}
+        self.counts = {"train": train_videos_per_scene, "test": test_videos_per_scene, DEV: test_videos_per_scene}
         self.n, self.height, self.width = frames_per_video, height, width
         self._scene = cache(self._make_scene)
         self._plan = cache(self._make_plan)
@@ -125,7 +130,7 @@ class SyntheticBenchmark(Benchmark):
         for k in range(self.scenes):
             for i in range(self.counts[split]):
                 vid = f"s{k}_{split}_{i:03d}"
-                labels = (self._plan(vid).kinds != NONE).astype(np.uint8) if split == "test" else None
+                labels = (self._plan(vid).kinds != NONE).astype(np.uint8) if split != "train" else None
                 out.append(Video(vid, f"s{k}", split, partial(self._frames, vid), labels))
         return sorted(out, key=lambda v: v.id)
 
@@ -143,7 +148,9 @@ class SyntheticBenchmark(Benchmark):
     def _parse(self, video_id: str) -> tuple[int, int, int]:
         """(scene, split index, video index) of an id like "s1_test_002"."""
         scene, split, index = video_id.split("_")
-        k, s, i = int(scene[1:]), SPLITS.index(split), int(index)
+        if split not in _SPLIT_INDEX:
+            raise KeyError(f"{video_id!r} is not a video of this synthetic benchmark")
+        k, s, i = int(scene[1:]), _SPLIT_INDEX[split], int(index)
         if not (k < self.scenes and i < self.counts[split]):
             raise KeyError(f"{video_id!r} is not a video of this synthetic benchmark")
         return k, s, i
@@ -227,7 +234,7 @@ class SyntheticBenchmark(Benchmark):
             t0 += int(rng.integers(_GAP[0], _GAP[1] + 1))
         tracks = [tr for tr in tracks if tr.visible.any()]
         kinds = np.zeros(self.n, dtype=np.uint8)
-        if SPLITS[s] == "test":
+        if s != _SPLIT_INDEX["train"]:  # test and dev videos hold one anomaly
             kind = APPEARANCE if (k + i) % 2 == 0 else MOTION
             speed = scene.speed * rng.uniform(1 - _ODD_SPREAD, 1 + _ODD_SPREAD)
             margin = self.n // 8
