@@ -126,3 +126,33 @@ def test_a_trial_reusing_its_itae_reports_the_same_itae_epochs(tmp_path):
     assert rungs[0] == rungs[1] and [r["itae_epoch"] for r in rungs[0]] == [1]
     assert [r["stage"] for r in reusing] == ["itae", "flow_app", "flow_mot"] and reusing[0]["replayed"]
     assert not rung(reusing[-1])  # flow epochs make no rung
+
+
+def test_the_flow_is_on_the_device_before_its_first_batch(first, tmp_path, monkeypatch):
+    """ActNorm's data-dependent init runs on a batch on `device()`: the flow must be moved there first (a flow
+    left on the CPU fails on CUDA). Checked through `.to` calls, since on this machine the device is the CPU.
+    The cached ITAE is reused; its flows train again with a narrower coupling network."""
+    import torch
+
+    from vadcore import pipeline
+    from vadcore.train import device
+
+    root, _ = first
+    firsts = []
+
+    class Spy(pipeline.FlowModel):
+        placed = None
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.glow.register_forward_pre_hook(lambda module, inputs: firsts.append((self.placed, inputs[0].device)))
+
+        def to(self, *args, **kwargs):
+            self.placed = torch._C._nn._parse_to(*args, **kwargs)[0]
+            return super().to(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "FlowModel", Spy)
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    trial = run_trial(resolve_config("synthetic", "smoke", [*TINY, "flow.glow.hidden=8"]), None, tmp_path / "cache", tmp_path / "out", show=False)
+    assert trial["stages"]["itae"]["status"] == "reused" and trial["stages"]["flow_mot"]["status"] == "trained"
+    assert firsts[0] == (device(), device())

@@ -10,12 +10,14 @@ Eq. 8-9. This is the unit every sweep trial runs, and the reproduction command o
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 import resource
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from vadcore import atomic
 from vadcore.config import TrialConfig, resolve_config
 from vadcore.configtools import to_dict
 from vadcore.data import DEV, SPLITS, get_benchmark
-from vadcore.data.loader import ClipDataset, iter_shard, load_manifest
+from vadcore.data.loader import ClipDataset, clip_batches, iter_shard, load_manifest
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.errors import DataError
 from vadcore.evaluate import frame_auc_report, per_group_auc
@@ -57,12 +59,12 @@ def split_videos(manifest: dict[str, Any], fraction: float, seed: int) -> tuple[
 
 
 def _loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: set[str] | None = None, epoch: int = 0, stride: int | None = None):
-    """Windows of the training split (shuffled, train=True) or in order (train=False: every frame covered)."""
+    """(dataset, one pass of its batches): windows of the training split (shuffled, train=True) or in order
+    (train=False: every frame covered). ceil(windows / batch) batches whatever `data.loader_workers` is."""
     stride = stride or (cfg.data.train_stride if train else cfg.data.test_stride)
     ds = ClipDataset(folder, cfg.itae.frames, stride, train=train, seed=cfg.seed, videos=videos)
     ds.set_epoch(epoch)
-    workers = cfg.data.loader_workers
-    return ds, torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, persistent_workers=False)
+    return ds, clip_batches(ds, batch, cfg.data.loader_workers)
 
 
 def _to_float(clip: torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -83,8 +85,8 @@ def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report |
 
     def loss_fn(engine, batch, _progress):
         x = _to_float(batch["clip"], dev)
-        out = engine(x)
-        return reconstruction_loss(x, out.recon, cfg.loss)
+        out = engine(x)  # under autocast (gpu-bf16) the reconstruction is bf16: the loss is taken in fp32
+        return reconstruction_loss(x, out.recon.float(), cfg.loss)
 
     def validate(module) -> float:
         _, loader = _loader(train_folder, cfg, train=False, batch=cfg.itae_train.batch_size, videos=val_videos, stride=cfg.data.train_stride)
@@ -132,17 +134,54 @@ def flow_input(cfg: TrialConfig, x: torch.Tensor, out, path: str) -> torch.Tenso
     return torch.cat([feats, extra], dim=1)
 
 
+class FeatureFile:
+    """Flow inputs of N windows, float32 (N, c, h, w), in a file: indexed like a tensor, read a batch at a time.
+
+    Why a file: ShanghaiTech's training windows at paper size have ~32 GB of flow inputs; held in RAM (and
+    concatenated) they were the flow stage's peak memory. Rows are read with pread, not mmap, so what was read
+    stays in the OS page cache, not in this process's resident set: memory does not grow with N.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape = path, tuple(shape)
+        self.row_bytes = int(np.prod(self.shape[1:])) * 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows with the given indices (1-D integer tensor), in that order: (len(rows), c, h, w)."""
+        out = np.empty((len(rows), *self.shape[1:]), np.float32)
+        with open(self.path, "rb", buffering=0) as f:
+            for k, i in enumerate(rows.tolist()):
+                os.preadv(f.fileno(), [out[k]], i * self.row_bytes)
+        return torch.from_numpy(out)
+
+    def split(self, size: int) -> Iterator[torch.Tensor]:
+        """Consecutive batches of at most `size` rows, as `Tensor.split` gives them."""
+        for start in range(0, len(self), size):
+            rows = min(size, len(self) - start)
+            block = np.fromfile(self.path, np.float32, rows * self.row_bytes // 4, offset=start * self.row_bytes)
+            yield torch.from_numpy(block.reshape(rows, *self.shape[1:]))
+
+
 @torch.no_grad()
-def extract_features(cfg: TrialConfig, itae: ITAE, folder: Path, path: str, videos: set[str], scenes: list[str]):
-    """(features (N, c, h, w), scene index (N,)) of every training window of `videos`, in loader order."""
+def extract_features(cfg: TrialConfig, itae: ITAE, folder: Path, path: str, videos: set[str], scenes: list[str], file: Path) -> tuple[FeatureFile, torch.Tensor]:
+    """(features (N, c, h, w) written to `file`, scene index (N,)) of every training window of `videos`, in
+    loader order. Written batch by batch: memory holds one batch of features, whatever N."""
     dev = device()
-    _, loader = _loader(folder, cfg, train=False, batch=32, videos=videos, stride=cfg.data.train_stride)
-    feats, ys = [], []
-    for b in loader:
-        x = _to_float(b["clip"], dev)
-        feats.append(flow_input(cfg, x, itae(x), path).cpu())
-        ys.append(torch.tensor([scenes.index(s) for s in b["scene"]]))
-    return torch.cat(feats), torch.cat(ys)
+    _, batches = _loader(folder, cfg, train=False, batch=32, videos=videos, stride=cfg.data.train_stride)
+    ys = []
+    with open(file, "wb") as f:
+        for b in batches:
+            x = _to_float(b["clip"], dev)
+            feats = flow_input(cfg, x, itae(x), path).float().cpu().numpy()  # (B, c, h, w)
+            feats.tofile(f)
+            ys.append(torch.tensor([scenes.index(s) for s in b["scene"]]))
+            shape = feats.shape[1:]
+            del b, x, feats  # alive beside the next batch, they fragment the heap: +170 MB peak RSS, measured
+    y = torch.cat(ys)
+    return FeatureFile(file, (len(y), *shape)), y
 
 
 class FlowModel(nn.Module):
@@ -172,44 +211,47 @@ class FlowModel(nn.Module):
 
 
 def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folder: Path, out: Path, report: Report | None, show: bool) -> dict[str, Any]:
+    """Train one flow on the frozen ITAE's features of the training windows, kept in files under `out` for the
+    build (`FeatureFile`) and deleted before it ends: the stage's files are flow.pt and the NLL map means."""
     seed_everything(cfg.seed)
     itae = load_itae(cfg, itae_stage.path)
     scenes = sorted({v["scene"] for v in load_manifest(train_folder)["per_video"].values()})
     fit_videos, val_videos = set(itae_stage.info["fit_videos"]), set(itae_stage.info["val_videos"])
-    x_fit, y_fit = extract_features(cfg, itae, train_folder, path, fit_videos, scenes)
-    x_val, y_val = extract_features(cfg, itae, train_folder, path, val_videos, scenes) if val_videos else (None, None)
-    c, h, w = x_fit.shape[1:]
-    model = FlowModel(cfg, c, h, w, len(scenes))
-    step = cfg.flow.train
-    dev = device()
-    with torch.no_grad():  # ActNorm's data-dependent init on a first batch, before the engine copies weights
-        model.glow(x_fit[torch.randperm(len(x_fit))[: max(step.batch_size, 64)]].to(dev))
-    steps = steps_in(len(x_fit), step.batch_size, step.max_steps)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    with tempfile.TemporaryDirectory(prefix=".features-", dir=out) as tmp:
+        x_fit, y_fit = extract_features(cfg, itae, train_folder, path, fit_videos, scenes, Path(tmp) / "fit.f32")
+        x_val, y_val = extract_features(cfg, itae, train_folder, path, val_videos, scenes, Path(tmp) / "val.f32") if val_videos else (None, None)
+        c, h, w = x_fit.shape[1:]
+        step = cfg.flow.train
+        dev = device()
+        model = FlowModel(cfg, c, h, w, len(scenes)).to(dev)  # on the engine's device before its first batch
+        with torch.no_grad():  # ActNorm's data-dependent init on a first batch, before the engine copies weights
+            model.glow(x_fit[torch.randperm(len(x_fit))[: max(step.batch_size, 64)]].to(dev))
+        steps = steps_in(len(x_fit), step.batch_size, step.max_steps)
+        gen = torch.Generator().manual_seed(cfg.seed)
 
-    def batches(epoch: int):
-        for idx in torch.randperm(len(x_fit), generator=gen).split(step.batch_size):
-            yield x_fit[idx], y_fit[idx]
+        def batches(epoch: int):
+            for idx in torch.randperm(len(x_fit), generator=gen).split(step.batch_size):
+                yield x_fit[idx], y_fit[idx]
 
-    def loss_fn(engine, batch, progress):
-        xb, yb = (t.to(dev) for t in batch)
-        out = engine(xb)
-        return engine.module.prior.loss(out.z, out.logdet + out.split_logp, yb, progress)
+        def loss_fn(engine, batch, progress):
+            xb, yb = (t.to(dev) for t in batch)
+            out = engine(xb)
+            return engine.module.prior.loss(out.z, out.logdet + out.split_logp, yb, progress)
 
-    def validate(module) -> float:
-        return float(torch.cat([module.bits_per_dim(xb.to(dev))[0] for xb in x_val.split(256)]).mean())
+        def validate(module) -> float:
+            return float(torch.cat([module.bits_per_dim(xb.to(dev))[0] for xb in x_val.split(256)]).mean())
 
-    with progress_bar(f"step 2: flow {path}", steps * step.epochs, enabled=show) as advance:
-        result = fit(
-            model, loss_fn, batches, steps, step, cfg.deepspeed,
-            validate=validate if x_val is not None else None,
-            report=(lambda r: report({"stage": f"flow_{path}", **r})) if report else None,
-            fp32=True, progress=advance,
-        )
-    torch.save(model.state_dict(), out / "flow.pt")
-    if model.has_map:
-        parts = [(x_fit, y_fit)] + ([] if x_val is None else [(x_val, y_val)])
-        np.save(out / NLL_MAP_MEAN, scene_mean_maps(model.eval(), parts, len(scenes)))
+        with progress_bar(f"step 2: flow {path}", steps * step.epochs, enabled=show) as advance:
+            result = fit(
+                model, loss_fn, batches, steps, step, cfg.deepspeed,
+                validate=validate if x_val is not None else None,
+                report=(lambda r: report({"stage": f"flow_{path}", **r})) if report else None,
+                fp32=True, progress=advance,
+            )
+        torch.save(model.state_dict(), out / "flow.pt")
+        if model.has_map:
+            parts = [(x_fit, y_fit)] + ([] if x_val is None else [(x_val, y_val)])
+            np.save(out / NLL_MAP_MEAN, scene_mean_maps(model.eval(), parts, len(scenes)))
     return {"history": result.history, "steps": result.steps, "input_shape": [c, h, w], "scenes": scenes}
 
 
@@ -217,10 +259,10 @@ NLL_MAP_MEAN = "nll_map_mean.npy"  # in a flow stage: (scenes, H_top, W_top) mea
 
 
 @torch.no_grad()
-def scene_mean_maps(model: FlowModel, parts: list[tuple[torch.Tensor, torch.Tensor]], num_scenes: int) -> np.ndarray:
+def scene_mean_maps(model: FlowModel, parts: list[tuple[FeatureFile | torch.Tensor, torch.Tensor]], num_scenes: int) -> np.ndarray:
     """Mean per-position NLL map (bits/dim) of the normal training windows of each scene, (S, H_top, W_top).
 
-    parts: (features, scene index) pairs, e.g. the fit and the validation windows, read without concatenating.
+    parts: (features, scene index) pairs, e.g. the fit and the validation windows, read 256 at a time.
 
     `local_nll` subtracts it, so positions where normal frames are always hard to model (a busy walkway, a
     scene border) do not look anomalous. Every training scene has windows, so no mean is empty.

@@ -2,7 +2,12 @@
 
 The engine's precision, ZeRO stage and communication come from `cluster/deepspeed/<name>.json`; batch size,
 Adam and the cosine schedule come from the trial's `StepConfig`. On CPU the accelerator is DeepSpeed's CPU
-accelerator with gloo and fp32; a single process initialises a world of size 1 on 127.0.0.1.
+accelerator with gloo; a single process initialises a world of size 1 on 127.0.0.1.
+
+Mixed precision is autocast (the configs' `torch_autocast` section): weights, gradients, optimiser state and
+saved state dicts stay float32, and the engine's forward runs convolutions in bf16. DeepSpeed's `bf16`
+section would instead cast the weights, which float32 inputs then fail to meet, so configs may not enable
+it. The CPU accelerator runs the GPU configs too, so tests exercise the GPU's precision path.
 
 `fit` knows nothing of ITAE or Glow: it takes a loss function of a batch and a validation function, and
 reports one metrics dict per epoch to a callback (a sweep scheduler such as ASHA stops trials on it).
@@ -29,13 +34,17 @@ DEEPSPEED_DIR = Path(__file__).resolve().parents[1] / "cluster" / "deepspeed"
 def deepspeed_config(name: str, step, *, fp32: bool = False) -> dict[str, Any]:
     """The named JSON config completed with the step's batch size, Adam and clipping.
 
-    fp32=True drops bf16/fp16: flows sum per-layer log-determinants, which half precision ruins.
+    fp32=True drops autocast: flows sum per-layer log-determinants, which half precision ruins.
     """
     path = DEEPSPEED_DIR / f"{name}.json"
     if not path.is_file():
         allowed = sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json"))
         raise ConfigError(f"deepspeed={name!r}: no {path}; allowed: {', '.join(allowed)}")
     cfg = json.loads(path.read_text())
+    cast = [k for k in ("bf16", "fp16") if cfg.get(k, {}).get("enabled")]
+    if cast:
+        raise ConfigError(f"deepspeed={name!r}: {path} enables {cast[0]!r}, which casts the weights while inputs stay "
+                          f'float32; use autocast instead: "torch_autocast": {{"enabled": true, "dtype": "bfloat16"}}')
     cfg.update(
         train_micro_batch_size_per_gpu=step.batch_size,
         gradient_accumulation_steps=1,
@@ -46,8 +55,7 @@ def deepspeed_config(name: str, step, *, fp32: bool = False) -> dict[str, Any]:
         },
     )
     if fp32:
-        cfg.pop("bf16", None)
-        cfg.pop("fp16", None)
+        cfg.pop("torch_autocast", None)
     return cfg
 
 
@@ -107,9 +115,10 @@ def fit(
 ) -> FitResult:
     """Train `model` for `step.epochs` epochs of at most `steps_per_epoch` optimiser steps.
 
-    loss_fn(engine, batch, progress in [0, 1]) -> (loss, parts); batches(epoch) -> the epoch's batches;
-    validate(module) -> a held-out loss computed without gradients. Adam with cosine annealing from step.lr
-    to step.min_lr over the whole run, as in the paper.
+    loss_fn(engine, batch, progress in [0, 1]) -> (loss, parts); batches(epoch) -> the epoch's batches, of
+    which the first `steps_per_epoch` are trained on: `steps_in` of the epoch's windows, so that only a
+    max_steps cap leaves batches out; validate(module) -> a held-out loss computed without gradients and
+    outside autocast. Adam with cosine annealing from step.lr to step.min_lr over the whole run, as in the paper.
     """
     deepspeed = _import_deepspeed()
     init_distributed()
@@ -154,5 +163,7 @@ def fit(
 
 
 def steps_in(windows: int, batch_size: int, max_steps: int) -> int:
+    """Steps of an epoch: its batches, all full but the last (as `vadcore.data.loader.clip_batches` makes them
+    whatever the number of DataLoader workers), capped at max_steps when that is > 0."""
     full = math.ceil(windows / batch_size)
     return min(full, max_steps) if max_steps > 0 else full

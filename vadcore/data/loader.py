@@ -1,10 +1,11 @@
 """Streaming clip loader over shards: T-frame windows for training, and test windows covering every frame.
 
 Memory stays bounded (one chunk per video plus a shuffle buffer), shards are split across DataLoader
-workers and distributed ranks, and each shard's sha256 and sample count are checked against the manifest
-while it streams, so a corrupted or truncated shard raises `ShardError` naming it instead of yielding
-fewer samples. Windows are uint8 (C, T, H, W); the trainer converts to float on its device (4x less copy).
-The appearance path's every-tau-th frames are `clip[:, ::tau]` of the same window.
+workers and distributed ranks (`clip_batches` regroups the workers' last, partial batches), and each
+shard's sha256 and sample count are checked against the manifest while it streams, so a corrupted or
+truncated shard raises `ShardError` naming it instead of yielding fewer samples. Windows are uint8
+(C, T, H, W); the trainer converts to float on its device (4x less copy). The appearance path's
+every-tau-th frames are `clip[:, ::tau]` of the same window.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vadcore.errors import DataError, ShardError
 
@@ -249,8 +250,30 @@ class ClipDataset(IterableDataset):
             yield {"clip": clip, "video": w.video, "scene": w.scene, "start": w.start, "labels": torch.from_numpy(w.labels)}
 
 
+def clip_batches(ds: ClipDataset, batch_size: int, workers: int) -> Iterator[dict[str, Any]]:
+    """One pass of `ds` in batches of `batch_size` windows, all full but the last, whatever `workers` is.
+
+    Each DataLoader worker batches its own shards, so each ends on a partial batch: with W workers a pass
+    would hold up to W - 1 batches more than ceil(windows / batch_size), the steps a training schedule
+    plans for (`vadcore.train.steps_in`), and a trainer stopping there would never see the rest. Full
+    batches pass straight through; the partial ones (at most W) are regrouped at the end of the pass. With
+    0 or 1 workers this is exactly the DataLoader's batching.
+    """
+    rest = []
+    for batch in DataLoader(ds, batch_size=batch_size, num_workers=workers):
+        if len(batch["start"]) == batch_size:
+            yield batch
+        else:
+            rest.append(batch)
+    if rest:  # tensors concatenated, lists (video, scene) joined
+        merged = {k: torch.cat([b[k] for b in rest]) if torch.is_tensor(v) else sum((b[k] for b in rest), [])
+                  for k, v in rest[0].items()}
+        for i in range(0, len(merged["start"]), batch_size):
+            yield {k: v[i : i + batch_size] for k, v in merged.items()}
+
+
 def _shuffled(items: Iterator[Chunk], size: int, rng: random.Random) -> Iterator[Chunk]:
-    buf: list[Window] = []
+    buf: list[Chunk] = []
     for item in items:
         buf.append(item)
         if len(buf) >= size:
