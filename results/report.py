@@ -368,10 +368,14 @@ def _search_section(doc: Doc, sweep_dir: Path, rows: list[dict[str, Any]], objec
             doc.p(f"{b}: no finished trial with the profile's default values to compare the search's best with")
         else:
             d, top = _num(default.get("metrics.auc_micro")), _num(best[0].get("metrics.auc_micro"))
-            verdict = "did not beat" if best[0] is default or (top or 0) <= (d or 0) else "beat"
-            doc.p(f"{b}: the search's best by {objective} ({best[0]['variant']}: {_fmt(best[0][key], 4)}) has held-out auc_micro "
-                  f"{_fmt(top, 4)}; the profile's default config ({_fmt(default[key], 4)}) has {_fmt(d, 4)}: the search {verdict} the default "
-                  "on the held-out test set")
+            if best[0] is default:
+                doc.p(f"{b}: the best trial by {objective} is the profile's default config itself ({_fmt(d, 4)} held-out auc_micro): "
+                      "the search did not beat the default")
+            else:
+                verdict = "did not beat" if (top or 0) <= (d or 0) else "beat"
+                doc.p(f"{b}: the search's best by {objective} ({best[0]['variant']}: {_fmt(best[0][key], 4)}) has held-out auc_micro "
+                      f"{_fmt(top, 4)}; the profile's default config ({_fmt(default[key], 4)}) has {_fmt(d, 4)}: the search {verdict} "
+                      "the default on the held-out test set")
     stopped = [r for r in rows if r["status"] == "stopped"]
     if stopped:
         rungs: dict[str, int] = {}
@@ -447,7 +451,8 @@ def _failures_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
     if not bad:
         doc.p("none")
         return
-    doc.table(["trial", "status", "error"], [[r["trial_id"], r["status"], r.get("error") or "(no final metrics: killed or stopped early)"] for r in bad])
+    doc.table(["trial", "status", "error or reason"],
+              [[r["trial_id"], r["status"], r.get("error") or r.get("stop_reason") or "(no record: killed with the sweep)"] for r in bad])
 
 
 # ---------------------------------------------------------------------------------------------- entry points
