@@ -20,6 +20,13 @@ test *ARGS:
     echo "note: no private network namespace here (unshare -rn); Ray in the tests binds this machine's interfaces" >&2
     exec {{python}} -m pytest -q {{ARGS}}
 
+# Head on 127.0.0.1, worker on 127.0.0.2 in its own mount namespace, 1 CPU each, token auth, inside the private
+# network namespace of `just test`. Checks trials on both nodes, one shared results folder and stage cache, and
+# that a results folder only the head sees fails the job naming the node (tests/cluster/test_two_nodes.py).
+# a real two-node Ray cluster on this machine, and `ray job submit --working-dir .` of ablation-paths against it
+cluster-test *ARGS:
+    {{just_executable()}} test -m cluster tests/cluster {{ARGS}}
+
 # long accuracy runs, on purpose
 test-slow *ARGS:
     {{python}} -m pytest -q -m slow {{ARGS}}
@@ -65,3 +72,7 @@ report-screenshot NAME:
 # sweep overhead: wall ÷ distinct stage time, Ray's per-trial overhead (TINY ablation-paths in a temp folder); or: just bench-sweep --from-results results/ablation-paths
 bench-sweep *ARGS:
     {{python}} benchmarks/bench_sweep.py {{ARGS}}
+
+# the paper profile's sizes, a few hundred steps a stage, then scoring: step time, samples/s, peak GPU memory, AUC
+gpu-smoke *ARGS:
+    {{python}} benchmarks/gpu_smoke.py {{ARGS}}

@@ -8,7 +8,8 @@
     python -m sweeps run search --num-samples 24               # Optuna on the development split, ASHA on ITAE epochs
     python -m sweeps resume ablation-paths                    # same options as the last run; finished trials kept
     python -m sweeps report ablation-paths                    # tables + report.md/html from results/ablation-paths/ (no Ray)
-    ray job submit -- python -m sweeps run search             # on a cluster ($RAY_ADDRESS is set)
+    ray job submit --working-dir . -- python -m sweeps run search --results /shared/vad/results --cache /shared/vad/cache
+                                                              # on a cluster: results and cache on storage every node mounts
 
 NAME is a file in sweeps/ (without .toml) or a path to a .toml file. Errors the user can fix print one line
 and exit with code 2.
@@ -84,7 +85,8 @@ def cmd_run(args) -> int:
 
     console = Console()
     spec = load_sweep(args.name)
-    opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples)
+    opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples,
+                      args.workers_per_trial, args.max_concurrent)
     records = run_sweep(spec, opts, console)
     print_summary(spec, records, console)
     return 1 if any(r["status"] == "failed" for r in records) else 0
@@ -107,13 +109,11 @@ def cmd_resume(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from pathlib import Path
-
     from results.report import publish
-    from sweeps.runner import results_name
+    from sweeps.runner import results_name, results_root
     from vadcore.errors import ConfigError
 
-    results = Path(args.results)
+    results = results_root(args.results)
     name = results_name(args.name, args.results)
     root = results / name
     if not (root / "trials").is_dir() and not (root / "trials.parquet").is_file():
@@ -137,20 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run a sweep on Ray Tune (in-process Ray unless --address / $RAY_ADDRESS)")
     p.add_argument("name")
     _run_args(p)
-    p.add_argument("--results", default="results", help="results folder (default: results/); the sweep writes results/<name>/")
+    p.add_argument("--results", help="results folder (default: $VAD_RESULTS or results/); the sweep writes results/<name>/")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else Ray starts in-process)")
     p.add_argument("--num-samples", type=int, help="search sweeps: Optuna samples per benchmark (default: the file's search.num_samples)")
+    p.add_argument("--workers-per-trial", type=int, help="Ray Train workers per training stage, data-parallel (default: the file's resources.workers, 0)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: the file's max_concurrent; 0: as many as resources allow)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="re-run a sweep with its last options; finished trials and stages are kept")
     p.add_argument("name")
-    p.add_argument("--results", default="results")
+    p.add_argument("--results", help="results folder (default: $VAD_RESULTS or results/)")
     p.add_argument("--address")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("report", help="aggregate a sweep's trials into Parquet tables and write report.md/html and results/index (no Ray)")
     p.add_argument("name")
-    p.add_argument("--results", default="results")
+    p.add_argument("--results", help="results folder (default: $VAD_RESULTS or results/)")
     p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)

@@ -6,12 +6,16 @@ Layout of results/<sweep>/:
     sweep.json               the options of the last run (resume reads them)
     ray/                     Tune's experiment storage
     optuna.db                the Optuna study (search sweeps; optuna-dashboard sqlite:///results/<sweep>/optuna.db)
-    trials/<id>/plan.json    variant, benchmark, seed, overrides, the reproducing command
+    trials/<id>/plan.json    variant, benchmark, seed, overrides, the reproducing command, the node and host it ran on
     trials/<id>/trial.json   the pipeline's record (metrics, stages trained/reused) — its presence = finished
     trials/<id>/error.json   a failed trial's error
 
 A plan whose trial.json exists is skipped on `run` and `resume`: finished trials keep their results, and the
 stage cache reuses every finished stage of the others.
+
+On a cluster the results folder and the stage cache must be one folder that every node mounts at the same path
+(`check_shared_storage` checks it before any trial), and under `ray job submit` both must be named
+(`check_job_storage`): the job's working directory is a temporary copy, deleted with the job.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import json
 import math
 import os
 import random
+import socket
 import sys
 import time
 import traceback
@@ -42,11 +47,13 @@ class RunOptions:
     profile: str | None = None
     benchmarks: list[str] | None = None
     data_root: str | None = None
-    results: str = "results"
+    results: str | None = None  # default: $VAD_RESULTS or results/
     cache: str | None = None  # default: $VAD_CACHE or .cache/vad, as `python -m vadcore`
     address: str | None = None
     sets: list[str] = field(default_factory=list)
     num_samples: int | None = None  # a search's sample count, in place of the sweep file's search.num_samples
+    workers_per_trial: int | None = None  # Ray Train workers per training stage, in place of resources.workers
+    max_concurrent: int | None = None  # trials at once, in place of the sweep file's max_concurrent
     quiet: bool = False  # no per-trial progress lines (tests)
 
 
@@ -92,13 +99,18 @@ def rung(r: dict[str, Any]) -> dict[str, Any]:
 
 def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan], bench: str | None, opts: dict[str, Any]) -> None:
     """One Tune trial: run the pipeline trial of a plan, report per-epoch losses (ASHA's rungs) and the final metrics."""
+    import ray
     import torch
     from ray import tune
 
+    from sweeps.distributed import RayTrain
     from vadcore.pipeline import run_trial
     from vadcore.testing import trial_gate
+    from vadcore.train import in_process
 
     torch.set_num_threads(max(1, int(spec.resources.cpu)))
+    res = spec.resources
+    launch = RayTrain(res.workers, res.cpu, res.gpu) if res.workers else in_process  # data-parallel stages, or here
     if "plan" in config:
         plan = plans[config["plan"]]
     else:  # a search sample: the dotted keys Optuna chose, on the first seed
@@ -110,7 +122,8 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
     info = {"variant": plan.variant, "benchmark": plan.benchmark, "seed": plan.seed, "overrides": plan.overrides,
             "command": plan.command.replace("--out runs/", f"--out {opts['trials']}/"), "tune_trial_id": tune.get_context().get_trial_id(),
             "config": to_dict(plan.config),  # what the trial tries, recorded even if it never finishes
-            "objective": spec.search.metric if spec.search else None}
+            "objective": spec.search.metric if spec.search else None,
+            "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}  # where it ran
     atomic.write_json(out / "plan.json", info)
     trial_gate(plan.trial_id)
 
@@ -125,7 +138,7 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
         tune.report(row)
 
     try:
-        trial = run_trial(plan.config, opts["data_root"], Path(opts["cache"]), out, show=False, report=report)
+        trial = run_trial(plan.config, opts["data_root"], Path(opts["cache"]), out, show=False, report=report, launch=launch)
     except Exception as e:
         atomic.write_json(out / "error.json", {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         raise
@@ -249,6 +262,23 @@ def _loopback_node():
         rc.ENABLE_RAY_CLUSTER = before
 
 
+def with_resources(spec: SweepSpec, opts: RunOptions) -> SweepSpec:
+    """The sweep with the command line's --workers-per-trial / --max-concurrent, and a GPU per trial (or per
+    worker) where the profile trains on GPUs (a `gpu-*` DeepSpeed config, as `paper`) and the file asks for none."""
+    from vadcore.config import resolve_config
+
+    res = spec.resources
+    if opts.workers_per_trial is not None:
+        if opts.workers_per_trial < 0:
+            raise ConfigError(f"--workers-per-trial={opts.workers_per_trial} must be >= 0 (0: train in the trial's process)")
+        res = dataclasses.replace(res, workers=opts.workers_per_trial)
+    if res.gpu == 0 and resolve_config((opts.benchmarks or spec.benchmarks)[0], opts.profile or spec.profile).deepspeed.startswith("gpu"):
+        res = dataclasses.replace(res, gpu=1.0)
+    if opts.max_concurrent is not None and opts.max_concurrent < 0:
+        raise ConfigError(f"--max-concurrent={opts.max_concurrent} must be >= 0 (0: as many as resources allow)")
+    return dataclasses.replace(spec, resources=res, max_concurrent=spec.max_concurrent if opts.max_concurrent is None else opts.max_concurrent)
+
+
 def check_data(benchmarks: list[str] | tuple[str, ...], data_root: str | None) -> None:
     """Each benchmark's files are where the sweep will look, before Ray starts: a mistyped --data-root is one
     sentence naming the folder, not a Ray traceback per trial. Listing the files (the shard fingerprint)
@@ -261,8 +291,84 @@ def check_data(benchmarks: list[str] | tuple[str, ...], data_root: str | None) -
             bench.fingerprint(split)
 
 
-def sweep_dir(spec: SweepSpec, results: str) -> Path:
-    return Path(results).expanduser().resolve() / spec.name
+RESULTS_ENV = "VAD_RESULTS"
+
+
+def results_root(value: str | None) -> Path:
+    """The results folder: --results, else $VAD_RESULTS, else results/ (absolute: Ray workers run elsewhere)."""
+    return Path(value or os.environ.get(RESULTS_ENV) or "results").expanduser().resolve()
+
+
+def sweep_dir(spec: SweepSpec, results: str | None) -> Path:
+    return results_root(results) / spec.name
+
+
+def job_working_dir() -> Path | None:
+    """The working directory of a driver that `ray job submit` started (Ray's unpacked copy of --working-dir, or
+    the job server's own folder), deleted with the job; None outside a submitted job. The job server gives its
+    drivers $RAY_JOB_CONFIG_JSON_ENV_VAR; Ray unpacks a working_dir under runtime_resources/working_dir_files/."""
+    cwd = Path.cwd()
+    return cwd if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "working_dir_files" in cwd.parts else None
+
+
+def check_job_storage(results: str | None, cache: str | None) -> None:
+    """Under `ray job submit`, results and the stage cache must be named (flag or environment) by absolute paths:
+    the defaults, and any relative path, would land in the job's working directory and vanish with the job."""
+    from vadcore.__main__ import CACHE_ENV
+
+    job_dir = job_working_dir()
+    if job_dir is None:
+        return
+    for what, flag, env, value in (("results folder", "--results", RESULTS_ENV, results), ("stage cache", "--cache", CACHE_ENV, cache)):
+        named = value or os.environ.get(env)
+        if not named or not Path(named).expanduser().is_absolute():
+            raise ConfigError(f"under `ray job submit` the sweep runs in {job_dir}, a folder of Ray's job server (its copy of "
+                              f"--working-dir is deleted with the job): name the {what} with {flag} or ${env}, an absolute path "
+                              f"on storage every node mounts ({f'{named!r} is relative' if named else 'not given'}; cluster/README.md)")
+
+
+STORAGE_CHECK_S = 300  # a node that has not answered by then (a runtime env still installing, a hung mount) is named
+
+
+def check_shared_storage(folders: dict[str, Path], always: bool) -> None:
+    """Every alive node of the cluster sees `folders` ({what: path}): a task pinned to each node looks for a marker
+    file the driver has just written in each folder. A node that does not see one would write its trials and
+    train its stages on its own disk (the report misses them, resume reruns them, every node retrains the shared
+    stages), so the sweep stops here, before any trial, naming the node and the folder. A cluster of one node is
+    checked only when `always` (a driver reaching it through an address may run on another machine)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2 and not always:
+        return
+    token = f".vad-shared-{os.urandom(8).hex()}"
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / token).touch()
+    try:
+        probe = ray.remote(num_cpus=0)(_unseen)
+        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote({what: str(folder / token) for what, folder in folders.items()}): n for n in nodes}
+        done, late = ray.wait(list(refs), num_returns=len(refs), timeout=STORAGE_CHECK_S)
+        unseen = {ref: ray.get(ref) for ref in done}
+    finally:
+        for folder in folders.values():
+            (folder / token).unlink(missing_ok=True)
+
+    def node(n: dict[str, Any]) -> str:
+        return f"node {n['NodeID']} ({n['NodeManagerAddress']}, host {n['NodeManagerHostname']})"
+
+    problems = [f"{node(refs[ref])} does not see the {what} {folders[what]}" for ref, whats in unseen.items() for what in whats]
+    problems += [f"{node(refs[ref])} did not answer in {STORAGE_CHECK_S} s" for ref in late]
+    if problems:
+        raise ConfigError("; ".join(problems) + ": results and the stage cache must be folders every node of the "
+                          "cluster mounts at the same path (a shared filesystem; cluster/README.md). Nothing was run.")
+
+
+def _unseen(markers: dict[str, str]) -> list[str]:
+    """On one node: the folders ({what: marker path}) whose marker this node does not see."""
+    return [what for what, path in markers.items() if not os.path.isfile(path)]
 
 
 def finished(trial_dir: Path, plan: TrialPlan) -> bool:
@@ -285,20 +391,24 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
         if spec.search is None or opts.num_samples < 1:
             raise ConfigError(f"--num-samples={opts.num_samples}: " + ("must be >= 1" if spec.search else f"{spec.name} is a grid, not a search"))
         spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, num_samples=opts.num_samples))
+    spec = with_resources(spec, opts)
     root_dir = resolve_data_root(opts.data_root)  # absolute: Ray workers run in other working directories
     opts.data_root = str(root_dir) if root_dir else None
     check(spec, tuple(opts.benchmarks) if opts.benchmarks else None, opts.profile, opts.sets)
     check_data(opts.benchmarks or spec.benchmarks, opts.data_root)
+    check_job_storage(opts.results, opts.cache)
     root = sweep_dir(spec, opts.results)
     trials_dir = root / "trials"
-    trials_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_root(opts.cache)
-    atomic.write_json(root / "sweep.json", {"file": str(spec.path), **opts.__dict__, "cache": str(cache)})
     profile = opts.profile or spec.profile
     shared = {"trials": str(trials_dir), "cache": str(cache), "data_root": opts.data_root, "profile": profile, "sets": opts.sets}
 
     started = init_ray(opts.address)
     try:
+        if not started:  # joined a running Ray: its nodes must share the folders (an in-process Ray has one node)
+            check_shared_storage({"results folder": root.parent, "stage cache": cache}, always=bool(opts.address or os.environ.get("RAY_ADDRESS")))
+        trials_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(root / "sweep.json", {"file": str(spec.path), **opts.__dict__, "results": str(root.parent), "cache": str(cache)})
         t0 = time.perf_counter()
         if spec.grid:
             plans = expand(spec, opts.benchmarks, opts.profile, opts.sets, data_root=opts.data_root)
@@ -388,7 +498,8 @@ def _fit(spec, opts, root, param_space, plans, bench, shared, total, console, *,
     metric, mode = (spec.search.metric, spec.search.mode) if spec.search else ("auc", "max")
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, spec=spec, plans=plans, bench=bench, opts=shared),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        # a trial that drives Ray Train workers holds no CPU (they hold theirs); Ray wants a non-empty request: 1 byte
+        {"cpu": 0, "gpu": 0, "memory": 1} if spec.resources.workers else {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     callbacks = [_stop_recorder(shared["trials"])]
     if not opts.quiet:
@@ -524,22 +635,22 @@ def print_summary(spec: SweepSpec, records: list[dict[str, Any]], console) -> No
                   f"{sum(r['status'] == 'failed' for r in records)} failed trial(s); reproduce any trial with the command in trials/<id>/plan.json")
 
 
-def results_name(name_or_path: str, results: str) -> str:
+def results_name(name_or_path: str, results: str | None) -> str:
     """The folder under results/ of a sweep named as on the command line: a .toml path gives its file's `name`;
     a bare name is that folder if it exists (a sweep run from a file outside sweeps/ is found by its name
     alone), else the `name` of sweeps/NAME.toml (which may differ from the file's name)."""
     from sweeps.spec import load_sweep
 
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.is_file() or not (Path(results).expanduser() / name_or_path).is_dir():
+    if p.suffix == ".toml" or p.is_file() or not (results_root(results) / name_or_path).is_dir():
         return load_sweep(name_or_path).name
     return name_or_path
 
 
-def load_run_options(name_or_path: str, results: str) -> tuple[str, RunOptions]:
+def load_run_options(name_or_path: str, results: str | None) -> tuple[str, RunOptions]:
     """The file and options of a sweep's last run, for `resume`."""
     name = results_name(name_or_path, results)
-    f = Path(results).expanduser().resolve() / name / "sweep.json"
+    f = results_root(results) / name / "sweep.json"
     if not f.is_file():
         raise ConfigError(f"nothing to resume: {f} does not exist (run `python -m sweeps run {name_or_path}` first)")
     saved = json.loads(f.read_text())

@@ -80,8 +80,14 @@ class Scheduler:
 
 @dataclass(frozen=True)
 class Resources:
-    cpu: float = 1.0  # CPUs per trial (Ray resource and torch threads)
-    gpu: float = 0.0  # GPU fraction per trial
+    """What one trial asks Ray for. workers = 0: the trial trains in its own process (cpu, gpu are its own).
+    workers = N: each training stage runs data-parallel on N Ray Train workers of `cpu` CPUs and `gpu` GPUs
+    each (the global batch stays the config's batch_size: vadcore.train), and the trial process itself takes
+    no CPU: it only drives them."""
+
+    cpu: float = 1.0  # CPUs per trial, or per worker when workers > 0 (Ray resource and torch threads)
+    gpu: float = 0.0  # GPUs per trial, or per worker when workers > 0
+    workers: int = 0  # Ray Train workers per training stage (0 = train in the trial's process)
 
 
 @dataclass(frozen=True)
@@ -237,9 +243,9 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
         if kw["max_concurrent"] < 0:
             c.fail(f"max_concurrent={kw['max_concurrent']} must be >= 0 (0 = as many as resources allow)")
     if "resources" in raw:
-        kw["resources"] = _dataclass_fields(c, Resources, raw["resources"], "resources", {"cpu": float, "gpu": float})
-        if kw["resources"].cpu <= 0 or kw["resources"].gpu < 0:
-            c.fail(f"resources: cpu={kw['resources'].cpu} must be > 0 and gpu={kw['resources'].gpu} >= 0")
+        kw["resources"] = _dataclass_fields(c, Resources, raw["resources"], "resources", {"cpu": float, "gpu": float, "workers": int})
+        if kw["resources"].cpu <= 0 or kw["resources"].gpu < 0 or kw["resources"].workers < 0:
+            c.fail(f"resources: cpu={kw['resources'].cpu} must be > 0, gpu={kw['resources'].gpu} >= 0 and workers={kw['resources'].workers} >= 0")
     if "scheduler" in raw:
         s = _dataclass_fields(c, Scheduler, raw["scheduler"], "scheduler", {"type": str, "grace_period": int, "max_t": int, "reduction_factor": int})
         c.choice(s.type, ("none", "asha"), "scheduler.type")

@@ -16,6 +16,7 @@ import random
 import resource
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -39,7 +40,7 @@ from vadcore.models.losses import reconstruction_loss
 from vadcore.progress import progress_bar
 from vadcore.scoring import combine_nll, frames_from_windows, local_nll, mog2_foreground, recon_error
 from vadcore.stages import StageRecord, StageStore
-from vadcore.train import device, fit, steps_in
+from vadcore.train import Launch, describe_run, device, fit, in_process, steps_in, world
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -93,7 +94,7 @@ def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report |
         losses = [reconstruction_loss(x := _to_float(b["clip"], dev), module(x).recon, cfg.loss)[0].item() for b in loader]
         return float(np.mean(losses))
 
-    with progress_bar("step 1: ITAE", steps * cfg.itae_train.epochs, enabled=show) as advance:
+    with progress_bar("step 1: ITAE", steps * cfg.itae_train.epochs, enabled=show and world()[0] == 0) as advance:
         result = fit(
             model,
             loss_fn,
@@ -105,8 +106,10 @@ def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report |
             report=(lambda r: report({"stage": "itae", **r})) if report else None,
             progress=advance,
         )
-    torch.save(model.state_dict(), out / "itae.pt")
-    return {"history": result.history, "steps": result.steps, "fit_videos": sorted(fit_videos), "val_videos": sorted(val_videos)}
+    if world()[0] == 0:
+        torch.save(model.state_dict(), out / "itae.pt")
+    return {"history": result.history, "steps": result.steps, "fit_videos": sorted(fit_videos), "val_videos": sorted(val_videos),
+            **describe_run(cfg.deepspeed)}
 
 
 def load_itae(cfg: TrialConfig, stage: Path) -> ITAE:
@@ -241,18 +244,19 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
         def validate(module) -> float:
             return float(torch.cat([module.bits_per_dim(xb.to(dev))[0] for xb in x_val.split(256)]).mean())
 
-        with progress_bar(f"step 2: flow {path}", steps * step.epochs, enabled=show) as advance:
+        with progress_bar(f"step 2: flow {path}", steps * step.epochs, enabled=show and world()[0] == 0) as advance:
             result = fit(
                 model, loss_fn, batches, steps, step, cfg.deepspeed,
                 validate=validate if x_val is not None else None,
                 report=(lambda r: report({"stage": f"flow_{path}", **r})) if report else None,
                 fp32=True, progress=advance,
             )
-        torch.save(model.state_dict(), out / "flow.pt")
-        if model.has_map:
-            parts = [(x_fit, y_fit)] + ([] if x_val is None else [(x_val, y_val)])
-            np.save(out / NLL_MAP_MEAN, scene_mean_maps(model.eval(), parts, len(scenes)))
-    return {"history": result.history, "steps": result.steps, "input_shape": [c, h, w], "scenes": scenes}
+        if world()[0] == 0:
+            torch.save(model.state_dict(), out / "flow.pt")
+            if model.has_map:
+                parts = [(x_fit, y_fit)] + ([] if x_val is None else [(x_val, y_val)])
+                np.save(out / NLL_MAP_MEAN, scene_mean_maps(model.eval(), parts, len(scenes)))
+    return {"history": result.history, "steps": result.steps, "input_shape": [c, h, w], "scenes": scenes, **describe_run(cfg.deepspeed, fp32=True)}
 
 
 NLL_MAP_MEAN = "nll_map_mean.npy"  # in a flow stage: (scenes, H_top, W_top) mean NLL map of its training windows
@@ -447,8 +451,13 @@ def trial_splits(cfg: TrialConfig) -> tuple[str, ...]:
     return (*SPLITS, DEV) if cfg.data.dev else SPLITS
 
 
-def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, out_dir: Path, *, show: bool = True, report: Report | None = None) -> dict[str, Any]:
-    """Run (or reuse) every stage of one trial; write trial.json and frame_scores.parquet to out_dir."""
+def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, out_dir: Path, *, show: bool = True, report: Report | None = None,
+              launch: Launch = in_process) -> dict[str, Any]:
+    """Run (or reuse) every stage of one trial; write trial.json and frame_scores.parquet to out_dir.
+
+    launch runs each stage's build: here (a world of one), or on the ranks a launcher starts (Ray Train in
+    sweeps); training stages use all its ranks, scoring one. The stage lock and rename stay in this process.
+    """
     t_start = time.perf_counter()
     bench = get_benchmark(cfg.data.benchmark, data_root)
     store = StageStore(cache_root)
@@ -471,14 +480,15 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
 
     slices = stage_slices(cfg, {split: f.name for split, f in folders.items()}, store)
     t0 = time.perf_counter()
-    itae_stage = store.get_or_build("itae", slices["itae"], lambda out: build_itae(cfg, folders["train"], out, report, show), files=("itae.pt",))
+    itae_stage = store.get_or_build("itae", slices["itae"], lambda out: launch(partial(build_itae, cfg, folders["train"], out, show=show), report, out),
+                                    files=("itae.pt",))
     record(itae_stage, time.perf_counter() - t0)
 
     flows: dict[str, StageRecord] = {}
     for path in ("app", "mot"):
         if f"flow_{path}" in slices:
             t0 = time.perf_counter()
-            build = lambda out, p=path: build_flow(cfg, p, itae_stage, folders["train"], out, report, show)  # noqa: E731
+            build = lambda out, p=path: launch(partial(build_flow, cfg, p, itae_stage, folders["train"], out, show=show), report, out)  # noqa: E731
             flows[path] = store.get_or_build(f"flow_{path}", slices[f"flow_{path}"], build, files=("flow.pt",), inputs=(itae_stage,))
             record(flows[path], time.perf_counter() - t0)
 
@@ -486,7 +496,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
     for name, split in (("score", "test"), ("score_dev", DEV)):
         if name in slices:
             t0 = time.perf_counter()
-            build = lambda out, s=split: build_scores(cfg, itae_stage, flows, folders[s], out, show)  # noqa: E731
+            build = lambda out, s=split: launch(lambda _report: build_scores(cfg, itae_stage, flows, folders[s], out, show), None, out, ranks=1)  # noqa: E731
             scored[name] = store.get_or_build(name, slices[name], build, files=("scores.npz",), inputs=(itae_stage, *flows.values()))
             record(scored[name], time.perf_counter() - t0)
 
@@ -506,6 +516,8 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         "versions": versions(),
         "seed": cfg.seed,
         "history": {name: rec.info.get("history", []) for name, rec in [("itae", itae_stage), *((f"flow_{p}", s) for p, s in flows.items())]},
+        "training": {name: {k: rec.info.get(k) for k in ("world_size", "device", "precision", "deepspeed")}  # as each stage was trained
+                     for name, rec in [("itae", itae_stage), *((f"flow_{p}", s) for p, s in flows.items())]},
     }
     write_outputs(out_dir, trial, scores, final, l, local)
     return trial

@@ -11,13 +11,21 @@ it. The CPU accelerator runs the GPU configs too, so tests exercise the GPU's pr
 
 `fit` knows nothing of ITAE or Glow: it takes a loss function of a batch and a validation function, and
 reports one metrics dict per epoch to a callback (a sweep scheduler such as ASHA stops trials on it).
+
+Data parallelism keeps the optimisation of one worker: `batch_size` is the GLOBAL batch, whatever the number
+of ranks. Every rank walks the same seeded stream of global batches and trains on its slice of each
+(`rank_slice`), so the ranks take equal step counts (no collective waits for a rank that ran out), see
+disjoint windows, and each optimiser step averages the gradients of the same samples one worker with the
+whole batch would use: adding workers changes speed, not results (tests/test_data_parallel.py). The price is
+that every rank decodes every window (the loader is ~100x faster than training at smoke size). Per-epoch
+losses are averaged over the ranks, validation runs whole on each rank, and only rank 0 writes a stage.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +53,11 @@ def deepspeed_config(name: str, step, *, fp32: bool = False) -> dict[str, Any]:
     if cast:
         raise ConfigError(f"deepspeed={name!r}: {path} enables {cast[0]!r}, which casts the weights while inputs stay "
                           f'float32; use autocast instead: "torch_autocast": {{"enabled": true, "dtype": "bfloat16"}}')
+    _, size = world()
+    if step.batch_size % size:
+        raise ConfigError(f"batch_size={step.batch_size} is the global batch and must be divisible by the {size} workers")
     cfg.update(
-        train_micro_batch_size_per_gpu=step.batch_size,
+        train_micro_batch_size_per_gpu=step.batch_size // size,
         gradient_accumulation_steps=1,
         gradient_clipping=step.grad_clip,
         optimizer={
@@ -59,12 +70,6 @@ def deepspeed_config(name: str, step, *, fp32: bool = False) -> dict[str, Any]:
     return cfg
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _import_deepspeed():
     """DeepSpeed, told up front that a machine without CUDA uses its CPU accelerator (no detection warning)."""
     if not torch.cuda.is_available():
@@ -75,15 +80,48 @@ def _import_deepspeed():
 
 
 def init_distributed() -> None:
-    """Join the process group set up by a launcher, or start a one-process group on 127.0.0.1."""
+    """Join the process group a launcher set up (Ray Train, torchrun), or start a one-process group.
+
+    The one-process group meets through a file, not torch's TCP store: that store listens on every
+    interface, and a laptop trial should open no port at all.
+    """
     deepspeed = _import_deepspeed()
 
     if torch.distributed.is_initialized():
         return
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    if "RANK" in os.environ:  # a launcher's rendezvous (MASTER_ADDR/PORT)
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+        return
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    store = Path(tempfile.mkdtemp(prefix="vad-dist-")) / "store"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, init_method=f"file://{store}", rank=0, world_size=1)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside a process group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def rank_slice(batch: Any, rank: int, size: int) -> Any:
+    """This rank's part of a global batch (a tensor, or a dict / tuple / list of tensors and lists): the
+    rank-th of `size` near-equal contiguous parts."""
+    if size == 1:
+        return batch
+    if isinstance(batch, dict):
+        return {k: rank_slice(v, rank, size) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(rank_slice(v, rank, size) for v in batch)
+    n = len(batch)
+    lo, hi = rank * n // size, (rank + 1) * n // size
+    return batch[lo:hi]
+
+
+def _batch_len(batch: Any) -> int:
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0] if isinstance(batch, tuple) else batch
+    return len(first)
 
 
 def device() -> torch.device:
@@ -91,6 +129,25 @@ def device() -> torch.device:
     from deepspeed.accelerator import get_accelerator
 
     return torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
+
+
+Launch = Callable[..., dict[str, Any]]  # launch(build, report, out, ranks=None) -> rank 0's info, as in_process
+
+
+def in_process(build: Callable[[Callable | None], dict[str, Any]], report: Callable | None, out: Path, ranks: int | None = None) -> dict[str, Any]:
+    """The default launcher: run a stage's build here, as a world of one (`python -m vadcore run`, CI).
+
+    A launcher runs build(report) -> info on `ranks` ranks (None: all it has), rank 0 writing the stage's files
+    into `out`, and returns rank 0's info; sweeps.distributed.RayTrain starts the ranks with Ray Train."""
+    return build(report)
+
+
+def describe_run(ds_name: str, fp32: bool = False) -> dict[str, Any]:
+    """World size, device and precision of a stage's training, for its info (and the trial's record)."""
+    cfg = json.loads((DEEPSPEED_DIR / f"{ds_name}.json").read_text())
+    autocast = cfg.get("torch_autocast", {})
+    precision = autocast.get("dtype", "bfloat16") + " autocast, fp32 weights" if autocast.get("enabled") and not fp32 else "fp32"
+    return {"world_size": world()[1], "device": device().type, "precision": precision, "deepspeed": ds_name}
 
 
 @dataclass
@@ -131,6 +188,7 @@ def fit(
     )
     history: list[dict[str, float]] = []
     done = 0
+    rank, size = world()
     t0 = time.perf_counter()
     for epoch in range(step.epochs):
         engine.train()
@@ -139,7 +197,9 @@ def fit(
         for batch in batches(epoch):
             if n >= steps_per_epoch:
                 break
-            loss, parts = loss_fn(engine, batch, done / total)
+            if _batch_len(batch) < size:  # a last global batch too small to give every rank a sample: all skip it
+                continue
+            loss, parts = loss_fn(engine, rank_slice(batch, rank, size), done / total)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, step {n}")
             engine.backward(loss)
@@ -149,6 +209,11 @@ def fit(
             n += 1
             done += 1
             progress(1)
+        if size > 1 and sums:  # every rank's mean, so the history does not depend on the number of ranks
+            names = sorted(sums)
+            total_sums = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in names])
+            torch.distributed.all_reduce(total_sums)
+            sums = dict(zip(names, total_sums / size))
         record = {"epoch": epoch + 1, "steps": n, "lr": engine.get_lr()[0]}
         record.update({f"train_{k}": float(v) / max(n, 1) for k, v in sums.items()})
         if validate is not None:

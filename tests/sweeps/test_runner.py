@@ -204,3 +204,20 @@ def test_a_missing_data_root_stops_the_sweep_before_ray_and_results(tmp_path):
     with pytest.raises(DataError, match="no-such-root does not exist"):
         run_sweep(load_sweep(tmp_path / "s.toml"), opts)
     assert not (tmp_path / "results").exists()
+
+
+def test_workers_per_trial_train_each_stage_across_ranks(ray_local, tmp_path):
+    """--workers-per-trial 2: each training stage runs on 2 Ray Train workers (rank 0 writes it, the trial keeps
+    the lock and the rename), trial.json says so, and a second trial reuses the stages as usual."""
+    (tmp_path / "dp.toml").write_text('name = "dp"\nmax_concurrent = 1\n[fixed.flow]\napp = false\n[[grid]]\nname = "r"\nset = { "flow.mot" = false }\n'
+                                      '[[grid]]\nname = "rl"\nset = { "flow.mot" = true }\n')
+    opts = RunOptions(results=str(tmp_path / "results"), cache=str(tmp_path / "cache"), sets=list(TINY), workers_per_trial=2, quiet=True)
+    records = run_sweep(load_sweep(tmp_path / "dp.toml"), opts)
+    assert [r["status"] for r in records] == ["finished", "finished"], [r.get("error") for r in records]
+    assert stage_counts(records) == {"itae": 1, "flow": 1}
+    trial = json.loads((tmp_path / "results/dp/trials/rl-synthetic-s0/trial.json").read_text())
+    assert {k: (t["world_size"], t["device"]) for k, t in trial["training"].items()} == {"itae": (2, "cpu"), "flow_mot": (2, "cpu")}
+    assert [e["epoch"] for e in trial["history"]["flow_mot"]] == [1]
+    for stage in (tmp_path / "cache/stages").glob("*/*"):  # only what the stage declares: no rank's leftovers
+        if stage.is_dir() and not stage.name.startswith("."):
+            assert not [p.name for p in stage.iterdir() if p.name.startswith(".")], stage

@@ -1,7 +1,8 @@
 """Streaming clip loader over shards: T-frame windows for training, and test windows covering every frame.
 
 Memory stays bounded (one chunk per video plus a shuffle buffer), shards are split across DataLoader
-workers and distributed ranks (`clip_batches` regroups the workers' last, partial batches), and each
+workers (`clip_batches` regroups the workers' last, partial batches; distributed ranks each read every
+shard and keep their slice of each batch, see vadcore.train), and each
 shard's sha256 and sample count are checked against the manifest while it streams, so a corrupted or
 truncated shard raises `ShardError` naming it instead of yielding fewer samples. Windows are uint8
 (C, T, H, W); the trainer converts to float on its device (4x less copy). The appearance path's
@@ -181,13 +182,10 @@ def video_windows(chunks: Iterator[Chunk], frames: int, stride: int, cover_all: 
 
 
 def _consumer() -> tuple[int, int]:
-    """(index, count) of this DataLoader worker across all distributed ranks."""
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    """(index, count) of this DataLoader worker. Distributed ranks each read the whole stream and train on
+    their slice of each global batch (vadcore.train.rank_slice), so ranks do not split the shards here."""
     info = get_worker_info()
-    wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-    return rank * nw + wid, world * nw
+    return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
 class ClipDataset(IterableDataset):
