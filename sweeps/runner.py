@@ -108,8 +108,8 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
     from vadcore.testing import trial_gate
     from vadcore.train import in_process
 
-    torch.set_num_threads(max(1, int(spec.resources.cpu)))
     res = spec.resources
+    torch.set_num_threads(max(1, int(res.cpu)))
     launch = RayTrain(res.workers, res.cpu, res.gpu) if res.workers else in_process  # data-parallel stages, or here
     if "plan" in config:
         plan = plans[config["plan"]]
