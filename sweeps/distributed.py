@@ -53,14 +53,12 @@ class RayTrain:
         outcome: dict[str, Any] = {}
         runner = threading.Thread(target=lambda: outcome.update(result=_fit(trainer)), daemon=True)
         runner.start()
-        while runner.is_alive() or (records is not None and not records.empty()):
-            if records is None:
-                runner.join()
-                continue
+        while records is not None and (runner.is_alive() or not records.empty()):  # rank 0's epochs, as they come
             try:
                 report(records.get(timeout=0.2))
             except Empty:
                 pass
+        runner.join()
         shutil.rmtree(storage, ignore_errors=True)
         if isinstance(outcome.get("result"), BaseException):
             raise outcome["result"]

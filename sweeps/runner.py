@@ -24,7 +24,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import socket
 import sys
 import time
