@@ -9,16 +9,21 @@ data_root := env_var_or_default("VAD_DATA_ROOT", "../shared/data")
 default:
     @just --list
 
-# the fast test suite (CI runs this). Tests start Ray, whose servers bind every interface in Ray 2.60, so
-# where unshare allows it they run in a private network namespace whose only interface is loopback.
+# the fast test suite (CI runs this), inside a private network namespace (see `netns`)
 test *ARGS:
+    @{{just_executable()}} netns {{python}} -m pytest -q {{ARGS}}
+
+# Run a command where Ray's servers can bind only loopback: Ray 2.60 binds every interface, so where unshare
+# allows it the command runs in a private network namespace whose only interface is loopback.
+[private]
+netns *CMD:
     #!/usr/bin/env bash
     set -euo pipefail
     if command -v unshare >/dev/null && command -v ip >/dev/null && unshare -rn true 2>/dev/null; then
-      exec unshare -rn sh -c 'ip link set lo up && exec "$0" -m pytest -q "$@"' {{python}} {{ARGS}}
+      exec unshare -rn sh -c 'ip link set lo up && exec "$@"' sh {{CMD}}
     fi
-    echo "note: no private network namespace here (unshare -rn); Ray in the tests binds this machine's interfaces" >&2
-    exec {{python}} -m pytest -q {{ARGS}}
+    echo "note: no private network namespace here (unshare -rn); Ray binds this machine's interfaces" >&2
+    exec {{CMD}}
 
 # Head on 127.0.0.1, worker on 127.0.0.2 in its own mount namespace, 1 CPU each, token auth, inside the private
 # network namespace of `just test`. Checks trials on both nodes, one shared results folder and stage cache, and
@@ -47,10 +52,9 @@ shard benchmark="ped2" profile="smoke":
 describe profile="paper" benchmark="synthetic":
     {{python}} -m vadcore describe --benchmark {{benchmark}} --profile {{profile}}
 
-# speed figures: shard writing, loader throughput, ITAE step GFLOP/s
-bench:
-    {{python}} benchmarks/bench_data.py --data-root {{data_root}}
-    {{python}} benchmarks/bench_model.py
+# every performance figure in one run, kept in results/bench/ (bench.parquet, report.md): just bench | just bench --quick
+bench *ARGS:
+    @{{just_executable()}} netns {{python}} benchmarks/bench.py {{ARGS}}
 
 # run a sweep (synthetic benchmark, smoke profile unless the file says otherwise): just sweep ablation-paths
 sweep NAME *ARGS:

@@ -28,7 +28,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: vadcore need not be installed
 from vadcore.config import TrialConfig, resolve_config
-from vadcore.describe import forward_flops
+from vadcore.describe import flow_inputs, forward_flops
 from vadcore.models.itae import ITAE
 from vadcore.models.losses import reconstruction_loss
 
@@ -71,6 +71,38 @@ def make_step(cfg: TrialConfig, batch: int, *, channels_last: bool = False, comp
         opt.step()
 
     return step
+
+
+def make_flow_step(cfg: TrialConfig, batch: int, path: str = "mot") -> tuple[Callable[[], None], int]:
+    """(one flow training step as build_flow takes it: Glow forward, prior loss, backward, Adam; its FLOPs).
+
+    Input: random features of the flow's input shape at the profile's size (`vadcore.describe.flow_inputs`).
+    FLOPs = 3 x the forward's (FlopCounterMode: the couplings' convolutions and the invertible 1x1 convolutions;
+    ActNorm, slogdet and the prior's arithmetic uncounted), as for the ITAE.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vadcore.pipeline import FlowModel
+
+    torch.manual_seed(0)
+    c, h, w = flow_inputs(cfg)[f"F_{path}"]
+    model = FlowModel(cfg, c, h, w, num_classes=1)
+    x, y = torch.randn(batch, c, h, w), torch.zeros(batch, dtype=torch.long)
+    with torch.no_grad():
+        model.glow(x)  # ActNorm's data-dependent init, as build_flow does before training
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.glow(x)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.flow.train.lr)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        loss, _ = model.prior.loss(out.z, out.logdet + out.split_logp, y, 0.5)
+        loss.backward()
+        opt.step()
+
+    return step, 3 * counter.get_total_flops()
 
 
 def interleaved(steps: dict[str, tuple[Callable[[], None], int]], warmup: int, repeats: int) -> dict[str, tuple[float, float] | str]:

@@ -41,7 +41,7 @@ ALL_TRIALS = "all_trials.parquet"
 
 # The schema of trials.parquet (results/README.md), as code: types never depend on the values a sweep happened
 # to produce, so a sweep where no trial finished (every `seconds` null) still merges with the others.
-# FIXED leads, in this order; config.*, metrics.*, stage.*, versions.* follow, sorted.
+# FIXED leads, in this order; config.*, metrics.*, stage.*, training.*, versions.* follow, sorted.
 TIMESTAMP = pa.timestamp("ms", tz="UTC")  # Parquet has no seconds unit: timestamp[s] would be read back as ms anyway
 FIXED_TYPES: dict[str, pa.DataType] = {
     "sweep": pa.string(), "trial_id": pa.string(), "variant": pa.string(), "benchmark": pa.string(), "profile": pa.string(),
@@ -51,6 +51,10 @@ FIXED_TYPES: dict[str, pa.DataType] = {
 }
 FIXED = list(FIXED_TYPES)
 STAGE_TYPES = {"key": pa.string(), "status": pa.string(), "rebuilt_because": pa.string(), "seconds": pa.float64(), "build_seconds": pa.float64()}
+TRAINING_TYPES = {  # trial.json's `training` per training stage (vadcore.pipeline.TRAINING_FIELDS)
+    "world_size": pa.int64(), "device": pa.string(), "precision": pa.string(), "deepspeed": pa.string(),
+    "kept_epoch": pa.int64(), "epochs_run": pa.int64(), "stopped_early": pa.bool_(), "selected_by": pa.string(),
+}
 _PY_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), tuple: pa.string(), list: pa.string()}
 
 
@@ -93,6 +97,7 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
             for field in STAGE_TYPES:
                 if field in s:
                     row[f"stage.{name}.{field}"] = s[field]
+        row.update(flatten(t.get("training", {}), "training."))  # training.itae.kept_epoch, training.flow_mot.world_size, ...
         row.update(flatten(t.get("versions", {}), "versions."))
     elif err_file.is_file():
         row.update(status="failed", finished_at=_mtime(err_file), error=json.loads(err_file.read_text()).get("error"))
@@ -123,6 +128,8 @@ def column_type(name: str) -> pa.DataType | None:
         return _config_types().get(name)
     if family == "stage":
         return STAGE_TYPES.get(rest.rpartition(".")[2])
+    if family == "training":
+        return TRAINING_TYPES.get(rest.rpartition(".")[2])
     if family == "metrics" and not rest.startswith("protocol."):
         return pa.float64()
     if family == "versions":

@@ -190,6 +190,52 @@ def _plt():
     return plt
 
 
+# vadcore.baselines' floors, as trial.json's metrics.baselines.<name> (test) and metrics.dev_baselines.<name>:
+# their label in the tables and what they are. Kept here: importing vadcore.baselines would pull in torch.
+FLOORS = {
+    "frame_difference": ("frame difference", "mean |x_t − x_{t−1}| over the pixels of the trials' shard frames (at their "
+                                             "resolution, not the originals); a video's first frame takes its successor's value"),
+    "position": ("position in video", "the frame's index in its video / (n − 1); reads no pixel, so it rewards any "
+                                      "trend of the labels within a video under per-video min-max"),
+}
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A model-free baseline's AUCs on one benchmark at one shard resolution, evaluated as the variants' S is."""
+
+    benchmark: str
+    frames: str  # the shard frames it saw, "64x96 grey"
+    name: str  # a key of FLOORS (or an unknown baseline's own name)
+    aucs: dict[str, float | None]  # AUCS
+
+    @property
+    def label(self) -> str:
+        return "baseline: " + FLOORS.get(self.name, (self.name.replace("_", " "),))[0]
+
+
+def _frames(r: dict[str, Any]) -> str:
+    h, w, c = (r.get(f"config.data.{k}") for k in ("height", "width", "channels"))
+    return f"{h or '?'}x{w or '?'}" + {1: " grey", 3: " RGB"}.get(c, "")
+
+
+def _floors(rows: list[dict[str, Any]], prefix: str = "") -> list[Floor]:
+    """The floors of the finished trials, one per (benchmark, shard resolution, baseline), in benchmark order;
+    prefix "dev_": the development split's. Trials of one benchmark at one resolution share one cached baselines
+    stage, so the first trial's numbers stand for all; another resolution is another floor (frame difference
+    depends on it)."""
+    found = re.compile(rf"metrics\.{prefix}baselines\.(\w+)\.auc_micro")
+    out: dict[tuple[str, str, str], Floor] = {}
+    for r in rows:
+        if r["status"] != "finished":
+            continue
+        for name in (m.group(1) for k, v in r.items() if (m := found.fullmatch(k)) and _num(v) is not None):
+            key = (r["benchmark"], _frames(r), name)
+            out.setdefault(key, Floor(*key, {a: _num(r.get(f"metrics.{prefix}baselines.{name}.{a}")) for a in AUCS}))
+    known = list(FLOORS)
+    return sorted(out.values(), key=lambda f: (_bench_key(f.benchmark), f.frames, known.index(f.name) if f.name in known else len(known), f.name))
+
+
 # ---------------------------------------------------------------------------------------------- sections
 
 
@@ -209,6 +255,12 @@ def _paper_section(doc: Doc, paper: PaperTable, rows: list[dict[str, Any]]) -> N
             cells += [_fmt(ours), _fmt(ref), "—" if ours is None or ref is None else f"{ours - ref:+.3f}".replace("0.", ".", 1)]
         table.append(cells)
     doc.table(headers, table)
+    floors = _floors(rows)
+    if floors:
+        doc.p("Floors (no model) on the same test frames, by the same evaluator: each baseline is the only score, normalised "
+              "as S is. A variant near a floor learned little beyond it; definitions under Protocol.")
+        doc.table(["benchmark", "floor (no model)", "shard frames", *AUCS],
+                  [[f.benchmark, f.label, f.frames, *(_fmt(f.aucs[k]) for k in AUCS)] for f in floors])
 
 
 def _generic_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], search: bool) -> None:
@@ -220,12 +272,19 @@ def _generic_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], sea
     parts = [prefix + k for k in ("r_auc_micro", "l_auc_micro", "local_auc_micro")]
     headers = ["benchmark", "variant", "seeds", "status", *aucs, *parts]
     table = []
-    for (b, v), rs in sorted(_groups(rows).items(), key=lambda kv: (_bench_key(kv[0][0]), order.index(kv[0][1]))):
+    floors = _floors(rows, prefix)
+    groups = sorted(_groups(rows).items(), key=lambda kv: (_bench_key(kv[0][0]), order.index(kv[0][1])))
+    for i, ((b, v), rs) in enumerate(groups):
         ok = [r for r in rs if r["status"] == "finished"]
         status = ", ".join(f"{n} {s}" for s in ("finished", "failed", "stopped") if (n := sum(r["status"] == s for r in rs)))
         table.append([b, v, ",".join(str(r["seed"]) for r in rs), status,
                       *(_mean_std([r.get(f"metrics.{k}") for r in ok]) for k in (*aucs, *parts))])
+        if i + 1 == len(groups) or groups[i + 1][0][0] != b:  # the benchmark's floors under its variants
+            table += [[b, f.label, "—", f"no model, {f.frames} frames", *(_mean_std([f.aucs[k]]) for k in AUCS), *("—" for _ in parts)]
+                      for f in floors if f.benchmark == b]
     doc.table(headers, table)
+    if floors:
+        doc.p("baseline rows: floors that need no model (definitions under Protocol), evaluated as the variants' S")
 
 
 def _protocol_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
@@ -242,6 +301,9 @@ def _protocol_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
                                                           f"patch {r.get('config.score.local_patch', '—')}); 0 = the paper's Eq. 9"],
              ["dropped frames", "none" if prot.get("dropped_frames") == 0 else prot.get("dropped_frames", "—")],
              ["test stride", r.get("config.data.test_stride", "—")]]
+    items += [[f"{f.label} ({f.benchmark}, {f.frames} frames)",
+               f"{FLOORS.get(f.name, ('', 'a model-free baseline'))[1]}; no model, scored by the same evaluator as S: "
+               + ", ".join(f"{k} {_fmt(f.aucs[k])}" for k in AUCS)] for f in _floors(rows)]
     doc.table(["", "definition used"], items)
 
 
@@ -405,30 +467,146 @@ def _search_section(doc: Doc, sweep_dir: Path, rows: list[dict[str, Any]], objec
         doc.table([f"{b}: parameter", "|rank corr| share"], [[k, f"{v / total:.3f}"] for k, v in sorted(corr.items(), key=lambda kv: -kv[1])])
 
 
-def _scene_section(doc: Doc, rows: list[dict[str, Any]], order: list[str]) -> None:
+@dataclass
+class _ModelSet:
+    """The trials of one scene-section row: a unified variant's trial per seed, or a per-scene grid entry's
+    trials (separate models, `sweeps.spec.per_scene_name`) joined, per seed, into one set of models."""
+
+    name: str  # the variant, or the per-scene grid entry's name
+    separate: bool
+    seeds: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def label(self) -> str:
+        kinds = sorted({str(r.get("config.flow.prior.kind", "?")) for rs in self.seeds.values() for r in rs})
+        return f"{self.name} (prior {', '.join(kinds)}" + (", a model per scene)" if self.separate else ")")
+
+
+def _model_sets(rows: list[dict[str, Any]], order: list[str]) -> list[_ModelSet]:
+    """One benchmark's finished trials as scene-section rows, in the variants' order."""
+    from sweeps.spec import per_scene_parts
+
+    sets: dict[str, _ModelSet] = {}
+    for r in sorted(rows, key=lambda r: order.index(r["variant"])):
+        parts = per_scene_parts(r["variant"])
+        name = parts[0] if parts else r["variant"]
+        sets.setdefault(name, _ModelSet(name, parts is not None)).seeds.setdefault(r["seed"], []).append(r)
+    return list(sets.values())
+
+
+def _protocol_aucs(labels: np.ndarray, videos: np.ndarray, s_video: np.ndarray, s_global: np.ndarray) -> dict[str, float | None]:
+    """AUCS of frames whose score is normalised per video (s_video) and over the model's test set (s_global);
+    None where the frames are all of one class."""
+    from sklearn.metrics import roc_auc_score
+
+    from vadcore.evaluate import per_video_auc
+
+    if len(np.unique(labels)) < 2:
+        return dict.fromkeys(AUCS)
+    per_video = [a for a in per_video_auc(labels, videos, s_video).values() if a is not None]
+    return {"auc_micro": float(roc_auc_score(labels, s_video)), "auc_micro_global": float(roc_auc_score(labels, s_global)),
+            "auc_macro": float(np.mean(per_video)) if per_video else None}
+
+
+ALL_SCENES = "all scenes"
+
+
+def _scene_aucs(sweep_dir: Path, trials: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """{scene or ALL_SCENES: AUCS} of one set of models (one seed): each trial's Eq. 9 score S rebuilt from its
+    frame scores as its evaluation builds it (per-video min-max; min-max over its own test set for micro_global),
+    then the trials' frames pooled. One unified trial: ALL_SCENES is its own auc_*. Separate models: the AUCs
+    over the union of the per-scene models' frames, each model's scores normalised by that model's protocol."""
+    from vadcore.scoring import ScoreConfig, anomaly_score
+
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("label", "video", "scene", "video_s", "global_s")}
+    for r in trials:
+        t = load_frame_scores(sweep_dir, r["trial_id"]).to_pydict()
+        n = len(t["label"])
+        parts = {k: np.asarray([np.nan if x is None else x for x in t.get(k, [None] * n)], float) for k in ("score_r", "score_l", "score_l_local")}
+        l, local = (None if np.isnan(parts[k]).all() else parts[k] for k in ("score_l", "score_l_local"))
+        weights = {k: float(r[f"config.score.{k}"]) for k in ("lambda_L", "lambda_local") if _num(r.get(f"config.score.{k}")) is not None}
+        videos = np.asarray(t["video"])
+        for key, normalise in (("video_s", "video"), ("global_s", "global")):
+            cols[key].append(anomaly_score(parts["score_r"], l, videos, ScoreConfig(**weights, normalise=normalise), local).score)
+        cols["label"].append(np.asarray(t["label"], int))
+        cols["video"].append(np.char.add(f"{r['trial_id']}/", videos.astype(str)))  # a video id per trial
+        cols["scene"].append(np.asarray(t["scene"]).astype(str))
+    a = {k: np.concatenate(v) for k, v in cols.items()}
+    out = {ALL_SCENES: _protocol_aucs(a["label"], a["video"], a["video_s"], a["global_s"])}
+    for s in sorted(set(a["scene"].tolist())):
+        sel = a["scene"] == s
+        out[s] = _protocol_aucs(a["label"][sel], a["video"][sel], a["video_s"][sel], a["global_s"][sel])
+    return out
+
+
+def _scene_section(doc: Doc, sweep_dir: Path, rows: list[dict[str, Any]], order: list[str]) -> None:
+    """Models over every scene (unified variants, one row each) beside separate models (a per_scene grid entry,
+    its per-scene trials joined into one row), per scene and over all scenes, from the frame scores; then the
+    homogeneous-mapping check of each."""
     plt = _plt()
     doc.h("Per-scene AUC by prior")
     ok = [r for r in rows if r["status"] == "finished"]
+    if not (sweep_dir / FRAMES).is_file():
+        doc.p(f"no {FRAMES}: the per-scene AUCs are computed from the frame scores")
+        return
+    doc.p("Each cell: auc_micro / auc_micro_global / auc_macro (mean over seeds) on the scene's test frames; "
+          f"'{ALL_SCENES}': every test frame. Every model's S is formed as its trial's evaluation forms it (Eq. 9 min-max "
+          "within each video; for auc_micro_global, over that model's whole test set). A row 'a model per scene' "
+          "joins separate models, one ITAE and flows trained on each scene alone: its scene cells are those "
+          f"models' own AUCs, and its '{ALL_SCENES}' AUCs are taken over the union of their frame scores, each "
+          "model's scores normalised over its own scene's test set (auc_macro: the mean over every video of every scene).")
     for b in sorted({r["benchmark"] for r in ok}, key=_bench_key):
-        rs = [r for r in ok if r["benchmark"] == b]
-        scenes = sorted({k.removeprefix("metrics.per_scene_auc.") for r in rs for k, v in r.items() if k.startswith("metrics.per_scene_auc.") and v is not None})
-        if not scenes:
+        sets = _model_sets([r for r in ok if r["benchmark"] == b], order)
+        cells = {m.name: [_scene_aucs(sweep_dir, trials) for trials in m.seeds.values()] for m in sets}
+        scenes = sorted({s for per_seed in cells.values() for c in per_seed for s in c} - {ALL_SCENES})
+        if len(scenes) < 2 and not any(m.separate for m in sets):
             doc.p(f"{b}: one scene only: no per-scene AUC")
             continue
-        variants = [v for v in order if any(r["variant"] == v for r in rs)]
-        label = {v: f"{v} (prior {next(r.get('config.flow.prior.kind', '?') for r in rs if r['variant'] == v)})" for v in variants}
-        means = {v: [_mean([r.get(f"metrics.per_scene_auc.{s}") for r in rs if r["variant"] == v]) for s in scenes] for v in variants}
-        overall = {v: _mean([r.get("metrics.auc_micro") for r in rs if r["variant"] == v]) for v in variants}
-        doc.table([f"{b}: scene", *(label[v] for v in variants)],
-                  [[s, *(_fmt(means[v][i], 4) for v in variants)] for i, s in enumerate(scenes)] + [["overall auc_micro", *(_fmt(overall[v], 4) for v in variants)]])
-        fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(scenes) * len(variants)), 3.6))
-        w = 0.8 / len(variants)
-        for j, v in enumerate(variants):
-            ax.bar(np.arange(len(scenes)) + j * w, [np.nan if m is None else m for m in means[v]], w, label=label[v])
+
+        def mean(name: str, scene: str, auc: str) -> float | None:
+            return _mean([c.get(scene, {}).get(auc) for c in cells[name]])
+
+        doc.table([f"{b}: variant", "trials", ALL_SCENES, *scenes],
+                  [[m.label(), sum(map(len, m.seeds.values())),
+                    *(" / ".join(_fmt(mean(m.name, s, a)) for a in AUCS) for s in (ALL_SCENES, *scenes))] for m in sets])
+        fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(scenes) * len(sets)), 3.6))
+        w = 0.8 / len(sets)
+        for j, m in enumerate(sets):
+            ax.bar(np.arange(len(scenes)) + j * w, [np.nan if (v := mean(m.name, s, "auc_micro")) is None else v for s in scenes], w, label=m.label())
         ax.set_xticks(np.arange(len(scenes)) + 0.4 - w / 2, scenes)
-        ax.set(ylabel="frame AUC", title=f"{b}: per-scene AUC", ylim=(0, 1))
+        ax.set(ylabel="frame AUC (auc_micro)", title=f"{b}: per-scene AUC", ylim=(0, 1))
         ax.legend(fontsize=8)
-        doc.figure(f"per-scene-{b}", fig, f"per-scene AUC on {b}, one bar per prior")
+        doc.figure(f"per-scene-{b}", fig, f"per-scene auc_micro on {b}, one bar per prior (and separate models)")
+        _homogeneous_table(doc, b, sets, scenes)
+
+
+HOMOGENEOUS_PATHS = ("app", "mot")
+
+
+def _homogeneous_table(doc: Doc, bench: str, sets: list[_ModelSet], scenes: list[str]) -> None:
+    """Per scene, the fraction of anomalous test windows each flow maps below the 95th percentile of the normal
+    training NLL (metrics.homogeneous; HGAD's 'homogeneous mapping'; lower is better), per row of the AUC table."""
+    from sweeps.spec import per_scene_parts
+
+    def value(m: _ModelSet, trials: list[dict[str, Any]], path: str, scene: str | None) -> float | None:
+        if scene is None:  # every test window: one unified model's pooled fraction; separate models have none
+            return None if m.separate else _num(trials[0].get(f"metrics.homogeneous.{path}.all"))
+        if m.separate:  # the scene's own model: its fraction over all its windows
+            return next((_num(r.get(f"metrics.homogeneous.{path}.all")) for r in trials if per_scene_parts(r["variant"])[1] == scene), None)
+        return _num(trials[0].get(f"metrics.homogeneous.{path}.per_scene.{scene}"))
+
+    cols = [(m, p) for m in sets for p in HOMOGENEOUS_PATHS]
+    grid = {(m.name, p, s): _mean([value(m, t, p, s) for t in m.seeds.values()]) for m, p in cols for s in (*scenes, None)}
+    if all(v is None for v in grid.values()):
+        doc.p(f"{bench}: no trial reports metrics.homogeneous: no homogeneous-mapping table")
+        return
+    doc.p(f"{bench}: homogeneous mapping (HGAD): the fraction of anomalous test windows whose flow NLL lies below the 95th "
+          "percentile of the normal training windows' NLL, per flow (app, mot); lower is better: the flow keeps anomalies "
+          "out of its normal region. Separate models: each scene's model on its own windows; 'mean over scenes' is the "
+          "unweighted mean of the scene rows, 'all test windows' one unified model's pooled fraction (separate models: —).")
+    rows = [[s, *(_fmt(grid[(m.name, p, s)]) for m, p in cols)] for s in scenes]
+    rows.append(["mean over scenes", *(_fmt(_mean([grid[(m.name, p, s)] for s in scenes])) for m, p in cols)])
+    rows.append(["all test windows", *(_fmt(grid[(m.name, p, None)]) for m, p in cols)])
+    doc.table([f"{bench}: scene", *(f"{m.name} {p}" for m, p in cols)], rows)
 
 
 def _stages_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
@@ -501,7 +679,7 @@ def report(sweep_dir: str | Path) -> dict[str, Path]:
             _search_section(doc, sweep_dir, rows, objective)
         priors = {r.get("config.flow.prior.kind") for r in rows if r["status"] == "finished"}
         if name == "unified-prior" or len(priors - {None}) > 1:
-            _scene_section(doc, rows, order)
+            _scene_section(doc, sweep_dir, rows, order)
     _stages_section(doc, rows)
     _failures_section(doc, rows)
     doc.h("Reproduce a trial")

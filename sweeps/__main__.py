@@ -86,7 +86,7 @@ def cmd_run(args) -> int:
     console = Console()
     spec = load_sweep(args.name)
     opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples,
-                      args.workers_per_trial, args.max_concurrent)
+                      args.workers_per_trial, args.max_concurrent, args.share_stages)
     records = run_sweep(spec, opts, console)
     print_summary(spec, records, console)
     return 1 if any(r["status"] == "failed" for r in records) else 0
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, help="search sweeps: Optuna samples per benchmark (default: the file's search.num_samples)")
     p.add_argument("--workers-per-trial", type=int, help="Ray Train workers per training stage, data-parallel (default: the file's resources.workers, 0)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: the file's max_concurrent; 0: as many as resources allow)")
+    p.add_argument("--no-stage-sharing", dest="share_stages", action="store_false",
+                   help="every trial trains its own stages, as a plain Ray Tune sweep would (shards stay shared): to measure what sharing buys")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="re-run a sweep with its last options; finished trials and stages are kept")

@@ -53,6 +53,7 @@ class RunOptions:
     num_samples: int | None = None  # a search's sample count, in place of the sweep file's search.num_samples
     workers_per_trial: int | None = None  # Ray Train workers per training stage, in place of resources.workers
     max_concurrent: int | None = None  # trials at once, in place of the sweep file's max_concurrent
+    share_stages: bool = True  # False: every trial trains its own stages (as a plain Ray Tune or W&B sweep); shards stay shared
     quiet: bool = False  # no per-trial progress lines (tests)
 
 
@@ -64,7 +65,7 @@ def stage_keys(plan: TrialPlan, cache_root: Path, data_root: str | None) -> dict
 
     Shard keys need the benchmark's source fingerprint; without data they are "?".
     """
-    from vadcore.data import get_benchmark
+    from vadcore.data import get_benchmark, scene_holdout
     from vadcore.data.shards import ShardSpec
     from vadcore.errors import VadError
     from vadcore.pipeline import stage_slices, trial_splits
@@ -73,11 +74,12 @@ def stage_keys(plan: TrialPlan, cache_root: Path, data_root: str | None) -> dict
     cfg, store = plan.config, StageStore(cache_root)
     try:
         bench = get_benchmark(cfg.data.benchmark, data_root)
-        shards = {s: ShardSpec(cfg.data.benchmark, s, cfg.data.height, cfg.data.width, cfg.data.channels).folder(cache_root, bench.fingerprint(s)).name for s in trial_splits(cfg)}
+        shards = {s: ShardSpec(cfg.data.benchmark, s, cfg.data.height, cfg.data.width, cfg.data.channels, cfg.data.scenes).folder(cache_root, bench.fingerprint(s)).name
+                  for s in trial_splits(cfg)}
     except VadError:
         return {"shards": "? (no data)"}
     keys = {f"shards_{s}": key for s, key in shards.items()}
-    keys.update({name: store.key(name, slice_) for name, slice_ in stage_slices(cfg, shards, store).items()})
+    keys.update({name: store.key(name, slice_) for name, slice_ in stage_slices(cfg, shards, store, scene_holdout(bench, cfg.data.scenes)).items()})
     return keys
 
 
@@ -137,7 +139,9 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
         tune.report(row)
 
     try:
-        trial = run_trial(plan.config, opts["data_root"], Path(opts["cache"]), out, show=False, report=report, launch=launch)
+        cache = Path(opts["cache"])
+        stage_root = None if opts.get("share_stages", True) else cache / UNSHARED / spec.name / plan.trial_id
+        trial = run_trial(plan.config, opts["data_root"], cache, out, show=False, report=report, launch=launch, stage_root=stage_root)
     except Exception as e:
         atomic.write_json(out / "error.json", {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         raise
@@ -148,6 +152,7 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
 # ---------------------------------------------------------------------------------------------- progress
 
 
+UNSHARED = "unshared"  # in the cache: per-trial stage folders of a sweep run with share_stages off
 STOP_FILE = "stop.json"  # in a trial folder: why a trial ended without trial.json (ASHA), and its last report
 
 
@@ -400,7 +405,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
     trials_dir = root / "trials"
     cache = cache_root(opts.cache)
     profile = opts.profile or spec.profile
-    shared = {"trials": str(trials_dir), "cache": str(cache), "data_root": opts.data_root, "profile": profile, "sets": opts.sets}
+    shared = {"trials": str(trials_dir), "cache": str(cache), "data_root": opts.data_root, "profile": profile, "sets": opts.sets,
+              "share_stages": opts.share_stages}
 
     started = init_ray(opts.address)
     try:
@@ -569,7 +575,8 @@ BEST_SHOWN = 3  # a search's held-out test AUC is shown for its best trials by t
 
 
 def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | None = None):
-    """One row per (variant, benchmark): seeds, status, AUCs (mean ± sd over seeds) and stage reuse.
+    """One row per (variant, benchmark): seeds, status, AUCs (mean ± sd over seeds) and stage reuse; under them, dim,
+    a grid sweep's floors (trial.json's metrics.baselines: one row per benchmark, shard resolution and baseline).
 
     A search's rows are its trials, ranked by the objective (a dev_ AUC); the test AUC appears for the best
     BEST_SHOWN only. Below 120 columns (CI logs, `ray job logs`) the table keeps variant, status and the
@@ -621,6 +628,20 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
             hidden = spec.search and k == "auc_micro" and rank >= BEST_SHOWN
             cells[k] = "·" if hidden else _mean_std([value(r, k) for r in ok])
         table.add_row(*(cells[c] for c in cols))
+    if not spec.search:  # the floors (vadcore.baselines), dim, in a block under the variants: a search ranks trials only
+        from results.report import FLOORS
+
+        floors: dict[tuple[str, str, str], dict[str, float]] = {}
+        for r in (r for r in records if r["status"] == "finished"):
+            data = r.get("config", {}).get("data", {})
+            for name, aucs in r["metrics"].get("baselines", {}).items():
+                floors.setdefault((r["benchmark"], f"{data.get('height', '?')}x{data.get('width', '?')}", name), aucs)
+        if floors:
+            table.add_section()
+        for (bench, frames, name), aucs in sorted(floors.items()):
+            cells = {"variant": "baseline: " + FLOORS.get(name, (name.replace("_", " "),))[0], "benchmark": bench, "seeds": "",
+                     "status": f"no model, {frames}", "stages": "", **{k: _mean_std([aucs.get(k, math.nan)]) for k in metrics}}
+            table.add_row(*(cells[c] for c in cols), style="dim")
     return table
 
 

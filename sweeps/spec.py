@@ -19,7 +19,7 @@ from typing import Any
 
 from vadcore.config import PROFILES, TrialConfig, resolve_config
 from vadcore.configtools import flatten, load_toml, merge, parse_sets, unflatten
-from vadcore.errors import ConfigError
+from vadcore.errors import ConfigError, DataError
 
 SWEEP_DIR = Path(__file__).resolve().parent
 
@@ -43,10 +43,31 @@ SEED_MAX = 2**32 - 1  # numpy's seed range (vadcore.pipeline.seed_everything)
 
 @dataclass(frozen=True)
 class Variant:
-    """One grid column: a name and dotted config overrides on top of the sweep's `fixed` table."""
+    """One grid column: a name and dotted config overrides on top of the sweep's `fixed` table.
+
+    per_scene: one trial per scene of the benchmark instead of one over all of them, each trained and scored on
+    its scene alone (`data.scenes`) and named `name@scene` (`per_scene_name`): separate models, which the
+    report joins into one row beside the variants trained once over every scene."""
 
     name: str
     set: dict[str, Any] = field(default_factory=dict)  # {"flow.app": false, "itae.paths": "app"}
+    per_scene: bool = False
+
+
+# A per-scene trial's variant name: name@scene. Not name[scene]: rich (every console line) reads [..] as markup
+# and drops it, and a shell needs it quoted. Grid names (NAME_RULE) hold no "@", so the split is unambiguous.
+PER_SCENE = re.compile(r"(?P<variant>[^@]+)@(?P<scene>.+)")
+
+
+def per_scene_name(variant: str, scene: str) -> str:
+    """The variant name of a `per_scene` grid entry's trial on one scene."""
+    return f"{variant}@{scene}"
+
+
+def per_scene_parts(name: str) -> tuple[str, str] | None:
+    """(grid entry name, scene) of a per-scene trial's variant name, None for any other variant."""
+    m = PER_SCENE.fullmatch(name)
+    return (m["variant"], m["scene"]) if m else None
 
 
 @dataclass(frozen=True)
@@ -214,7 +235,7 @@ def _dataclass_fields(c: _Checker, cls: type, data: dict[str, Any], where: str, 
 
 def load_sweep(name_or_path: str | Path) -> SweepSpec:
     """Read and validate a sweep file; every error is a ConfigError naming the file and the field."""
-    from vadcore.data import BENCHMARKS
+    from vadcore.data import benchmark_members
 
     path = sweep_path(name_or_path)
     c = _Checker(path)
@@ -226,9 +247,11 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
         kw["description"] = c.typed(raw["description"], str, "description")
     if "benchmarks" in raw:
         kw["benchmarks"] = c.list_of(raw["benchmarks"], str, "benchmarks")
-        for b in kw["benchmarks"]:
-            if b not in BENCHMARKS:
-                c.fail(f"benchmarks: {b!r} unknown; allowed: {', '.join(BENCHMARKS)}")
+        for i, b in enumerate(kw["benchmarks"]):
+            try:
+                benchmark_members(b, where=f"benchmarks[{i}]")
+            except DataError as e:
+                c.fail(str(e))
     if "profile" in raw:
         kw["profile"] = c.choice(raw["profile"], PROFILES, "profile")
     if "seeds" in raw:
@@ -258,7 +281,7 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     if has_grid == has_search:
         c.fail("a sweep needs exactly one of [[grid]] (named variants) or [search] (an Optuna space); found " + ("both" if has_grid else "neither"))
     if has_grid:
-        kw["grid"] = _load_grid(c, raw["grid"])
+        kw["grid"] = _load_grid(c, raw["grid"], kw.get("fixed", {}))
     else:
         kw["search"] = _load_search(c, raw["search"])
     spec = SweepSpec(**kw)
@@ -268,12 +291,12 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     return spec
 
 
-def _load_grid(c: _Checker, value: Any) -> tuple[Variant, ...]:
+def _load_grid(c: _Checker, value: Any, fixed: dict[str, Any]) -> tuple[Variant, ...]:
     if not isinstance(value, list) or not value:
-        c.fail("grid must be a non-empty list of [[grid]] tables, each with a name and a `set` table")
+        c.fail("grid must be a non-empty list of [[grid]] tables, each with a name, a `set` table and optionally per_scene = true")
     out, seen = [], []
     for i, entry in enumerate(value):
-        c.table(entry, f"grid[{i}]", {"name", "set"})
+        c.table(entry, f"grid[{i}]", {"name", "set", "per_scene"})
         if "name" not in entry:
             c.fail(f"grid[{i}] needs a name")
         name = c.folder_name(c.typed(entry["name"], str, f"grid[{i}].name"), f"grid[{i}].name")
@@ -282,7 +305,11 @@ def _load_grid(c: _Checker, value: Any) -> tuple[Variant, ...]:
         seen.append(name)
         sets = flatten(c.table(entry.get("set", {}), f"grid[{i}].set"))  # accepts dotted keys and subtables
         c.no_seed(sets, f"grid[{i}].set")
-        out.append(Variant(name, sets))
+        per_scene = c.typed(entry.get("per_scene", False), bool, f"grid[{i}].per_scene")
+        if per_scene and ("data.scenes" in sets or "data.scenes" in flatten(fixed)):
+            c.fail(f"grid[{i}].per_scene = true sets each trial's data.scenes to its scene: "
+                   f"remove data.scenes from {'grid[' + str(i) + '].set' if 'data.scenes' in sets else 'fixed'}")
+        out.append(Variant(name, sets, per_scene))
     return tuple(out)
 
 
@@ -351,6 +378,10 @@ def check_extra_sets(spec: SweepSpec, extra_sets: list[str] | None) -> None:
     if extra_sets and "seed" in parse_sets(extra_sets):
         raise ConfigError(f"{spec.path}: --set seed=... is not allowed: the sweep's seeds = {list(spec.seeds)} set each trial's seed; "
                           "list the seeds in the sweep's top-level `seeds = [...]` instead")
+    per_scene = [v.name for v in spec.grid if v.per_scene]
+    if extra_sets and per_scene and "scenes" in parse_sets(extra_sets).get("data", {}):
+        raise ConfigError(f"{spec.path}: --set data.scenes=... is not allowed: variant {per_scene[0]!r} has per_scene = true, "
+                          "which sets each of its trials' data.scenes to one scene")
 
 
 def _variants_to_check(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
@@ -412,21 +443,36 @@ def make_plan(spec: SweepSpec, name: str, variant: dict[str, Any], bench: str, s
 
 def expand(spec: SweepSpec, benchmarks: list[str] | None = None, profile: str | None = None, extra_sets: list[str] | None = None,
            *, out_root: str = "runs", data_root: str | None = None) -> list[TrialPlan]:
-    """Every (variant, benchmark, seed) trial of a grid; for a search, one base plan per benchmark and seed
-    (the fixed config the sampled parameters are set on)."""
-    from vadcore.data import BENCHMARKS
+    """Every (variant, benchmark, seed) trial of a grid, a `per_scene` variant expanded into one trial per scene
+    of the benchmark (which lists its files: `vadcore.data.benchmark_scenes`); for a search, one base plan per
+    benchmark and seed (the fixed config the sampled parameters are set on)."""
+    from vadcore.data import benchmark_members
 
     for b in benchmarks or ():
-        if b not in BENCHMARKS:
-            raise ConfigError(f"--benchmarks: {b!r} unknown; allowed: {', '.join(BENCHMARKS)}")
+        try:
+            benchmark_members(b, where="--benchmarks")
+        except DataError as e:
+            raise ConfigError(str(e)) from None
     if profile is not None and profile not in PROFILES:
         raise ConfigError(f"--profile {profile!r} unknown; allowed: {', '.join(PROFILES)}")
     check_extra_sets(spec, extra_sets)
     profile = profile or spec.profile
-    variants = [(v.name, v.set) for v in spec.grid] if spec.grid else [("search-base", {})]
     return [
         make_plan(spec, name, sets, bench, seed, profile, extra_sets, out_root, data_root)
         for bench in (benchmarks or spec.benchmarks)
-        for name, sets in variants
+        for name, sets in _variants(spec, bench, data_root)
         for seed in spec.seeds
     ]
+
+
+def _variants(spec: SweepSpec, bench: str, data_root: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """(name, overrides) of every trial of one benchmark and seed: grid variants, per-scene ones once per scene."""
+    from vadcore.data import benchmark_scenes
+
+    if not spec.grid:
+        return [("search-base", {})]
+    scenes = benchmark_scenes(bench, data_root) if any(v.per_scene for v in spec.grid) else []
+    out = []
+    for v in spec.grid:
+        out += [(per_scene_name(v.name, s), {**v.set, "data.scenes": [s]}) for s in scenes] if v.per_scene else [(v.name, v.set)]
+    return out

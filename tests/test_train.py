@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 import weakref
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
 from vadcore import pipeline, train
-from vadcore.config import resolve_config
+from vadcore.config import StepConfig, resolve_config
 from vadcore.data import get_benchmark
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.errors import ConfigError
 from vadcore.models.itae import ITAE
 from vadcore.testing import TINY
 
-STEP = SimpleNamespace(epochs=1, batch_size=2, lr=1e-3, min_lr=0.0, weight_decay=0.0, grad_clip=1.0)
+STEP = StepConfig(epochs=1, batch_size=2, lr=1e-3, grad_clip=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""vadcore command line: shard a benchmark, describe the models, run one trial.
+"""vadcore command line: shard a benchmark, look at its development split, describe the models, run one trial.
 
     python -m vadcore shard ped2 --data-root ../shared/data --profile smoke
+    python -m vadcore shard ped2 --data-root ../shared/data --profile smoke --split dev
     python -m vadcore shard synthetic --profile smoke
+    python -m vadcore devsplit ped2 --data-root ../shared/data --profile smoke --out runs/devsplit-ped2
     python -m vadcore describe --profile paper
     python -m vadcore run --benchmark synthetic --profile smoke --out runs/t1
     python -m vadcore run --benchmark ped2 --data-root ../shared/data --profile smoke --set score.lambda_L=0.5 --out runs/t2
@@ -36,14 +38,17 @@ def cmd_shard(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from vadcore.config import resolve_config
-    from vadcore.data import SPLITS, get_benchmark
+    from vadcore.data import DEV, SPLITS, get_benchmark
     from vadcore.data.loader import load_manifest
     from vadcore.data.shards import ShardSpec, ensure_shards
 
     console = Console()
     cfg = resolve_config(args.benchmark, args.profile, args.sets)
     bench = get_benchmark(args.benchmark, args.data_root)
-    for split in SPLITS:
+    splits = args.splits or SPLITS
+    if DEV in splits and not bench.has_dev:
+        raise ConfigError(f"--split {DEV}: benchmark {args.benchmark!r} has no development split")
+    for split in dict.fromkeys(splits):
         spec = ShardSpec(args.benchmark, split, cfg.data.height, cfg.data.width, cfg.data.channels)
         folder, written = ensure_shards(bench, spec, cache_root(args.cache))
         m = load_manifest(folder)
@@ -52,6 +57,36 @@ def cmd_shard(args: argparse.Namespace) -> int:
             f"{args.benchmark}/{split}: {m['videos']} videos, {m['frames']} frames, {m['anomalous']} anomalous, "
             f"{len(m['shards'])} shards — {state}: {folder}"
         )
+    return 0
+
+
+def cmd_devsplit(args: argparse.Namespace) -> int:
+    """Contact sheets of every pseudo-anomalous dev copy at the profile's shard resolution, one PNG each."""
+    import io
+
+    from PIL import Image
+    from rich.console import Console
+
+    from vadcore import atomic
+    from vadcore.config import resolve_config
+    from vadcore.data import get_benchmark
+    from vadcore.data.devsplit import contact_sheet, dev_copies
+
+    cfg = resolve_config(args.benchmark, args.profile, args.sets)
+    bench = get_benchmark(args.benchmark, args.data_root)
+    held = bench.dev_holdout()
+    if not held:
+        raise ConfigError(f"benchmark {args.benchmark!r} has no development split made from training videos")
+    out, console = Path(args.out), Console()
+    console.print(f"{args.benchmark} dev split: training videos held out {', '.join(sorted(held))}")
+    for c in dev_copies(bench.videos("train")):
+        line = f"  {c.id}: {len(c.labels)} frames, {int(c.labels.sum())} anomalous"
+        if c.kind != "normal":
+            buf = io.BytesIO()
+            Image.fromarray(contact_sheet(c, cfg.data.height, cfg.data.width, cfg.data.channels)).save(buf, "PNG")
+            atomic.write_bytes(out / f"{c.id}.png", buf.getvalue())
+            line += f" -> {out / f'{c.id}.png'}"
+        console.print(line, highlight=False)
     return 0
 
 
@@ -83,8 +118,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("shard", help="write WebDataset shards + manifest for a benchmark (once)")
     p.add_argument("benchmark")
+    p.add_argument("--split", dest="splits", action="append", choices=("train", "test", "dev"),
+                   help="split to shard, repeatable (default: train and test)")
     _common(p)
     p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser("devsplit", help="contact sheets (PNG) of the development split's pseudo-anomalies")
+    p.add_argument("benchmark")
+    p.add_argument("--out", required=True, help="folder for one <video>+<kind>.png per pseudo-anomalous copy")
+    _common(p)
+    p.set_defaults(func=cmd_devsplit)
 
     p = sub.add_parser("describe", help="print ITAE layer shapes (Table 1) and parameter counts")
     p.add_argument("--benchmark", default="synthetic")

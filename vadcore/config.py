@@ -28,7 +28,7 @@ PROFILES = ("smoke", "laptop", "paper")
 
 @dataclass(frozen=True)
 class DataConfig:
-    benchmark: str = "synthetic"  # a name in vadcore.data.BENCHMARKS
+    benchmark: str = "synthetic"  # a name in vadcore.data.BENCHMARKS, or several joined by "+" (one composite benchmark)
     height: int = 256  # frames are resized once, at shard time (paper: 256x256; Ped2 240x360)
     width: int = 256
     channels: int = 3  # 1 = grey, 3 = RGB (itae.in_channels must match)
@@ -36,6 +36,8 @@ class DataConfig:
     test_stride: int = 1  # frames between test windows; every frame is scored whatever the stride
     loader_workers: int = 0  # DataLoader worker processes (0 = in the training process)
     dev: bool = False  # also score the benchmark's development split (dev_* metrics): what a search optimises
+    scenes: tuple[str, ...] = ()  # train and score on these scenes' videos only (a model per scene); () = every scene.
+    # A scene subset's shards reuse the whole benchmark's (vadcore.data.shards); an unknown scene fails at shard time.
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,17 @@ class StepConfig:
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # 0 = off
     max_steps: int = 0  # cap on optimiser steps per epoch (0 = a full pass); small profiles use it
-    val_fraction: float = 0.1  # held-out NORMAL training videos for the early-stopping metric
+    # Held-out NORMAL training videos, never trained on: their loss is the early-stopping metric (`select`). The
+    # benchmark's `dev_holdout` (the videos its development split is built from) replaces this seeded share when
+    # it has one. The flows train and validate on the ITAE's split.
+    val_fraction: float = 0.1
+    # Which epoch's weights the stage keeps. "best": the lowest held-out loss, so the held-out videos pay for
+    # themselves (the default: a stage saved at its last epoch would have taken them out of training for a
+    # report alone); with none held out (val_fraction = 0 and no dev holdout) there is nothing to select by and
+    # the last epoch is kept, which the stage records (`selected_by`). "last": the last epoch; held-out videos
+    # are then only a report, so pair it with val_fraction = 0 to train on every video.
+    select: Literal["best", "last"] = "best"
+    patience: int = 0  # select = "best": stop after this many epochs without a lower held-out loss (0 = run every epoch)
 
 
 @dataclass(frozen=True)
@@ -75,17 +87,24 @@ class TrialConfig:
 
     def validate(self) -> None:
         """One pass over every field and the rules that tie fields together."""
-        from vadcore.data import BENCHMARKS, benchmark_class
+        from vadcore.data import BENCHMARKS, benchmark_class, benchmark_members
+        from vadcore.errors import DataError
 
         d, m = self.data, self.itae
         for key, value in flatten(dataclasses.asdict(self)).items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{key}={value!r} must be a finite number")
-        if d.benchmark not in BENCHMARKS:
-            raise ConfigError(f"data.benchmark={d.benchmark!r} unknown; allowed: {', '.join(BENCHMARKS)}")
+        try:
+            benchmark_members(d.benchmark, where="data.benchmark")
+        except DataError as e:
+            raise ConfigError(str(e)) from None
         if d.dev and not benchmark_class(d.benchmark).has_dev:
             have = [b for b in BENCHMARKS if benchmark_class(b).has_dev]
-            raise ConfigError(f"data.dev=true: benchmark {d.benchmark!r} has no development split yet; benchmarks with one: {', '.join(have)}")
+            raise ConfigError(f"data.dev=true: benchmark {d.benchmark!r} has no development split yet (a composite has one when "
+                              f"every member has); benchmarks with one: {', '.join(have)}")
+        for i, scene in enumerate(d.scenes):
+            if not scene or scene in d.scenes[:i]:
+                raise ConfigError(f"data.scenes[{i}]={scene!r} must be a scene name, distinct from the others (data.scenes={list(d.scenes)!r})")
         if d.channels not in (1, 3):
             raise ConfigError(f"data.channels={d.channels} must be 1 (grey) or 3 (RGB)")
         if m.in_channels != d.channels:
@@ -95,7 +114,7 @@ class TrialConfig:
             ("data", d, 1, ("height", "width", "train_stride", "test_stride")),
             ("data", d, 0, ("loader_workers",)),
             *((name, step, 1, ("epochs", "batch_size")) for name, step in steps),
-            *((name, step, 0, ("max_steps", "min_lr", "weight_decay", "grad_clip")) for name, step in steps),
+            *((name, step, 0, ("max_steps", "min_lr", "weight_decay", "grad_clip", "patience")) for name, step in steps),
         ]
         for section, sub, lowest, names in minimums:
             for name in names:
@@ -108,6 +127,9 @@ class TrialConfig:
                 raise ConfigError(f"{step_name}.min_lr={step.min_lr!r} must be <= {step_name}.lr={step.lr!r}: it is the cosine annealing floor")
             if not 0 <= step.val_fraction < 1:
                 raise ConfigError(f"{step_name}.val_fraction={step.val_fraction} must be in [0, 1)")
+            if step.patience and step.select != "best":
+                raise ConfigError(f"{step_name}.patience={step.patience} needs {step_name}.select='best' (got {step.select!r}): "
+                                  "early stopping keeps the best epoch, not the last one; set patience=0")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed={self.seed} must be in [0, 2**32): numpy's seed range")
         for sub in (m, self.loss, self.flow.glow, self.flow.prior, self.score):
@@ -122,9 +144,9 @@ class TrialConfig:
             top = (h >> self.flow.glow.levels, w >> self.flow.glow.levels)
             if self.score.local_patch > min(top):
                 raise ConfigError(f"score.local_patch={self.score.local_patch} must fit the flows' {top[0]}x{top[1]} NLL map")
-            if self.score.lambda_local > 0 and self.flow.prior.kind != "gaussian":
+            if self.score.lambda_local > 0 and not self.flow.prior.per_position:
                 raise ConfigError(
-                    f"score.lambda_local={self.score.lambda_local} needs flow.prior.kind='gaussian': a mixture "
+                    f"score.lambda_local={self.score.lambda_local} needs flow.prior.kind='gaussian' or 'hgad_position': a mixture "
                     f"prior over the whole latent (got {self.flow.prior.kind!r}) has no per-position NLL; set score.lambda_local=0"
                 )
 

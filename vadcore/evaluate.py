@@ -9,6 +9,9 @@
 
 `frame_auc_report` takes the *raw* per-frame R and L (and local L) and does the normalisation itself, through
 `vadcore.scoring.anomaly_score`, so the three protocols always see the same Eq. 9 score.
+
+Beside the AUCs, `homogeneous_report` measures HGAD's motivation ("homogeneous mapping": a flow trained on
+all normal data may map anomalies into the normal region) per flow, on windows rather than frames.
 """
 from __future__ import annotations
 
@@ -91,6 +94,36 @@ def frame_auc_report(
     used = int(sum(len(np.unique(labels[videos == v])) == 2 for v in np.unique(videos)))
     report |= {"macro_videos_used": used, "macro_videos_excluded": len(np.unique(videos)) - used}
     return report
+
+
+def homogeneous_fraction(anomalous_nll: np.ndarray, threshold: float | np.ndarray) -> float:
+    """Fraction of anomalous windows whose NLL lies strictly below `threshold`, the top of the flow's normal
+    region (the 95th percentile of its normal training windows' NLL): anomalies the flow maps among normal
+    data. `threshold` is one number or one per window (its scene's). nan when there is no anomalous window.
+    """
+    nll = np.asarray(anomalous_nll, dtype=np.float64)
+    return float(np.mean(nll < threshold)) if nll.size else float("nan")
+
+
+def homogeneous_report(nll: np.ndarray, anomalous: np.ndarray, scenes: np.ndarray, threshold: float,
+                       scene_threshold: np.ndarray) -> dict:
+    """`homogeneous_fraction` of one flow over all anomalous windows and within each scene:
+    {"all": f, "per_scene": {scene: f}}.
+
+    nll, anomalous, scenes, scene_threshold: (N,) per test window: its NLL (bits/dim), whether any of its
+    frames is anomalous, its scene, the threshold of its scene's training windows (nan for a scene without
+    training windows). "all" compares with `threshold`, that of all training windows; a scene with its own,
+    since scenes differ in how hard their normal windows are to model. Scenes without anomalous windows are
+    left out; a scene without a threshold maps to None.
+    """
+    nll, anomalous, scenes = np.asarray(nll), np.asarray(anomalous, dtype=bool), np.asarray(scenes)
+    scene_threshold = np.asarray(scene_threshold, dtype=np.float64)
+    per_scene = {}
+    for s in np.unique(scenes[anomalous]):
+        sel = anomalous & (scenes == s)
+        known = not np.isnan(scene_threshold[sel]).any()
+        per_scene[s.item()] = homogeneous_fraction(nll[sel], scene_threshold[sel]) if known else None
+    return {"all": homogeneous_fraction(nll[anomalous], threshold), "per_scene": per_scene}
 
 
 def roc_points(labels: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vadcore import atomic
+from vadcore import atomic, baselines
 from vadcore.config import TrialConfig, resolve_config
 from vadcore.configtools import to_dict
-from vadcore.data import DEV, SPLITS, get_benchmark
+from vadcore.data import DEV, SPLITS, get_benchmark, scene_holdout
 from vadcore.data.loader import ClipDataset, clip_batches, iter_shard, load_manifest
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.errors import DataError
-from vadcore.evaluate import frame_auc_report, per_group_auc
+from vadcore.evaluate import frame_auc_report, homogeneous_report, per_group_auc
 from vadcore.models.glow import Glow, bits_per_dim, nll_map, nll_per_dim
 from vadcore.models.hgad_prior import build_prior
 from vadcore.models.itae import ITAE, pool_channels
@@ -51,9 +51,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def split_videos(manifest: dict[str, Any], fraction: float, seed: int) -> tuple[set[str], set[str]]:
-    """(train, validation) normal training videos: a seeded split by video, at least one of each if possible."""
+def split_videos(manifest: dict[str, Any], fraction: float, seed: int, holdout: frozenset[str] = frozenset()) -> tuple[set[str], set[str]]:
+    """(train, validation) normal training videos, split by video.
+
+    The validation videos are `holdout` when it is not empty: a benchmark's `dev_holdout`, the training videos
+    its development split is made from, so that no stage trains on them and they are what selects each
+    stage's checkpoint. Otherwise a seeded `fraction` of the videos, at least one of each side if possible.
+    """
     videos = sorted(manifest["per_video"])
+    if holdout:
+        unknown = sorted(holdout - set(videos))
+        if unknown:
+            raise DataError(f"dev holdout video(s) {', '.join(unknown)} are not training videos of these shards "
+                            f"({len(videos)} videos: {', '.join(videos[:8])}{', ...' if len(videos) > 8 else ''})")
+        if len(holdout) == len(videos):
+            raise DataError(f"the dev holdout holds out all {len(videos)} training videos: none is left to train on")
+        return set(videos) - holdout, set(holdout)
     n_val = min(len(videos) - 1, max(1 if fraction > 0 else 0, round(fraction * len(videos))))
     val = set(random.Random(seed).sample(videos, n_val)) if n_val > 0 else set()
     return set(videos) - val, val
@@ -75,10 +88,12 @@ def _to_float(clip: torch.Tensor, dev: torch.device) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- step 1
 
 
-def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report | None, show: bool) -> dict[str, Any]:
+def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report | None, show: bool, holdout: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Train the ITAE on the training videos less the validation ones (`split_videos`: the benchmark's dev
+    holdout, else a seeded share), which select the epoch saved. The flows reuse this split (info's videos)."""
     seed_everything(cfg.seed)
     manifest = load_manifest(train_folder)
-    fit_videos, val_videos = split_videos(manifest, cfg.itae_train.val_fraction, cfg.seed)
+    fit_videos, val_videos = split_videos(manifest, cfg.itae_train.val_fraction, cfg.seed, holdout)
     model = ITAE(cfg.itae)
     dev = device()
     ds, _ = _loader(train_folder, cfg, train=True, batch=cfg.itae_train.batch_size, videos=fit_videos)
@@ -108,7 +123,7 @@ def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report |
         )
     if world()[0] == 0:
         torch.save(model.state_dict(), out / "itae.pt")
-    return {"history": result.history, "steps": result.steps, "fit_videos": sorted(fit_videos), "val_videos": sorted(val_videos),
+    return {"history": result.history, "steps": result.steps, **result.selection(), "fit_videos": sorted(fit_videos), "val_videos": sorted(val_videos),
             **describe_run(cfg.deepspeed)}
 
 
@@ -193,14 +208,15 @@ class FlowModel(nn.Module):
     def __init__(self, cfg: TrialConfig, channels: int, h: int, w: int, num_classes: int):
         super().__init__()
         self.glow = Glow(cfg.flow.glow, channels, h, w)
-        self.prior = build_prior(cfg.flow.prior, self.glow.latent_dim, num_classes)
+        self.prior = build_prior(cfg.flow.prior, self.glow.top_shape, num_classes)
 
     def forward(self, x):
         return self.glow(x)
 
     @property
     def has_map(self) -> bool:
-        """Whether the prior factorises over positions, so the flow has a per-position NLL map."""
+        """Whether the prior factorises over positions (N(0, I), per-position HGAD), so the flow has a
+        per-position NLL map; the same as ``cfg.flow.prior.per_position``."""
         return hasattr(self.prior, "log_prob_map")
 
     def bits_per_dim(self, x: torch.Tensor, with_map: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -215,7 +231,8 @@ class FlowModel(nn.Module):
 
 def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folder: Path, out: Path, report: Report | None, show: bool) -> dict[str, Any]:
     """Train one flow on the frozen ITAE's features of the training windows, kept in files under `out` for the
-    build (`FeatureFile`) and deleted before it ends: the stage's files are flow.pt and the NLL map means."""
+    build (`FeatureFile`) and deleted before it ends: the stage's files are flow.pt and the NLL map means;
+    its info has the NLL percentile of its normal training windows (`normal_nll_percentile`)."""
     seed_everything(cfg.seed)
     itae = load_itae(cfg, itae_stage.path)
     scenes = sorted({v["scene"] for v in load_manifest(train_folder)["per_video"].values()})
@@ -251,29 +268,52 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
                 report=(lambda r: report({"stage": f"flow_{path}", **r})) if report else None,
                 fp32=True, progress=advance,
             )
+        normal = {}  # rank 0's: the launcher returns its info
         if world()[0] == 0:
             torch.save(model.state_dict(), out / "flow.pt")
-            if model.has_map:
-                parts = [(x_fit, y_fit)] + ([] if x_val is None else [(x_val, y_val)])
-                np.save(out / NLL_MAP_MEAN, scene_mean_maps(model.eval(), parts, len(scenes)))
-    return {"history": result.history, "steps": result.steps, "input_shape": [c, h, w], "scenes": scenes, **describe_run(cfg.deepspeed, fp32=True)}
+            # normal statistics from the windows trained on: the validation videos are a benchmark's dev holdout,
+            # whose normal copies the dev split scores; only a scene no fit video shows takes them in
+            unseen = x_val is not None and bool(set(range(len(scenes))) - set(y_fit.tolist()))
+            nll, maps, y = training_nll(model.eval(), [(x_fit, y_fit)] + ([(x_val, y_val)] if unseen else []))
+            if maps is not None:
+                np.save(out / NLL_MAP_MEAN, scene_mean_maps(maps, y, len(scenes)))
+            normal = {"train_nll_p95": normal_nll_percentile(nll, y, scenes)}
+    return {**normal, "history": result.history, "steps": result.steps, **result.selection(), "input_shape": [c, h, w], "scenes": scenes,
+            **describe_run(cfg.deepspeed, fp32=True)}
 
 
 NLL_MAP_MEAN = "nll_map_mean.npy"  # in a flow stage: (scenes, H_top, W_top) mean NLL map of its training windows
+NORMAL_PERCENTILE = 95  # the top of a flow's "normal region": this percentile of its training windows' NLL
 
 
 @torch.no_grad()
-def scene_mean_maps(model: FlowModel, parts: list[tuple[FeatureFile | torch.Tensor, torch.Tensor]], num_scenes: int) -> np.ndarray:
-    """Mean per-position NLL map (bits/dim) of the normal training windows of each scene, (S, H_top, W_top).
+def training_nll(model: FlowModel, parts: list[tuple[FeatureFile | torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, torch.Tensor | None, torch.Tensor]:
+    """(NLL (N,) in bits/dim, NLL maps (N, H_top, W_top) or None if the prior has none, scene index (N,)) of
+    the normal training windows after training, one forward pass per 256 windows.
 
-    parts: (features, scene index) pairs, e.g. the fit and the validation windows, read 256 at a time.
+    parts: (features, scene index) pairs: the fit windows (and the validation ones of a scene no fit video shows).
+    """
+    pairs = [model.bits_per_dim(xb.to(device()), with_map=model.has_map) for x, _ in parts for xb in x.split(256)]
+    nll = torch.cat([whole.cpu() for whole, _ in pairs]).numpy()
+    maps = torch.cat([m.cpu() for _, m in pairs]) if model.has_map else None
+    return nll, maps, torch.cat([y for _, y in parts])
+
+
+def scene_mean_maps(maps: torch.Tensor, y: torch.Tensor, num_scenes: int) -> np.ndarray:
+    """Mean per-position NLL map (bits/dim) of the normal training windows of each scene, (S, H_top, W_top).
 
     `local_nll` subtracts it, so positions where normal frames are always hard to model (a busy walkway, a
     scene border) do not look anomalous. Every training scene has windows, so no mean is empty.
     """
-    maps = torch.cat([model.bits_per_dim(xb.to(device()), with_map=True)[1].cpu() for x, _ in parts for xb in x.split(256)])
-    y = torch.cat([y for _, y in parts])
     return np.stack([maps[y == k].mean(0).numpy() for k in range(num_scenes)]).astype(np.float32)
+
+
+def normal_nll_percentile(nll: np.ndarray, y: torch.Tensor, scenes: list[str]) -> dict[str, Any]:
+    """{"all": p, "per_scene": {scene: p}}: the NORMAL_PERCENTILE-th percentile of the training windows' NLL
+    (bits/dim), overall and per scene, the thresholds of the homogeneous-mapping check (`homogeneous_report`)."""
+    y = y.numpy()
+    return {"all": float(np.percentile(nll, NORMAL_PERCENTILE)),
+            "per_scene": {s: float(np.percentile(nll[y == k], NORMAL_PERCENTILE)) for k, s in enumerate(scenes)}}
 
 
 def load_flow(cfg: TrialConfig, stage: StageRecord) -> FlowModel:
@@ -301,7 +341,11 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
     """Per-frame R (Eq. 7), NLLs in bits/dim and excess NLL maps, each averaged over the windows containing the frame.
 
     The excess map of a flow (`local_nll`'s input) is its per-position NLL map minus the mean map of the
-    normal training windows of the frame's scene; flows whose prior has no map (HGAD) have none.
+    normal training windows of the frame's scene; flows whose prior has no map (whole-latent HGAD) have none.
+    Per test window, for the homogeneous-mapping check (`homogeneous_report`): `win_label` (1 if any of its
+    frames is anomalous), `win_scene`, each flow's `win_nll_{p}` and `win_train_p95_{p}` (the NLL percentile
+    of the flow's training windows of that scene, nan for a scene without any), and `train_p95_{p}` (that of
+    all its training windows).
     """
     itae = load_itae(cfg, itae_stage.path)
     flow_models = {p: load_flow(cfg, s) for p, s in flows.items()}
@@ -323,16 +367,19 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
             nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p), p in mapped) for p, m in flow_models.items()}
             nll = {p: tuple(None if t is None else t.cpu().numpy() for t in pair) for p, pair in nll.items()}  # one copy per batch
             for i, (v, s) in enumerate(zip(b["video"], b["start"].tolist())):
-                rec = per_video.setdefault(v, {"start": [], "r": [], "label": np.zeros(manifest["per_video"][v]["frames"], np.uint8), **{k: [] for p in flow_models for k in (p, f"map_{p}")}})
+                rec = per_video.setdefault(v, {"start": [], "r": [], "label": np.zeros(manifest["per_video"][v]["frames"], np.uint8), "win_label": [],
+                                               **{k: [] for p in flow_models for k in (p, f"map_{p}")}})
                 rec["start"].append(s)
                 rec["label"][s : s + cfg.itae.frames] = b["labels"][i].numpy()
+                rec["win_label"].append(int(b["labels"][i].any()))
                 rec["r"].append(r[i])
                 for p, (whole, nll_maps) in nll.items():
                     rec[p].append(whole[i])
                     if nll_maps is not None:
                         rec[f"map_{p}"].append(nll_maps[i])
             advance(len(b["video"]))
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "frame", "label", "scene", "r", "nll_app", "nll_mot", *(f"excess_{p}" for p in mapped))}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "frame", "label", "scene", "r", "nll_app", "nll_mot", *(f"excess_{p}" for p in mapped),
+                                                         "win_label", "win_scene", *(f"win_{k}_{p}" for p in flow_models for k in ("nll", "train_p95")))}
     train_means = {p: (flows[p].info["scenes"], np.load(flows[p].path / NLL_MAP_MEAN)) for p in mapped}
     for v in sorted(per_video):
         n = manifest["per_video"][v]["frames"]
@@ -343,6 +390,12 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
         cols["label"].append(rec["label"])
         cols["scene"].append(np.full(n, manifest["per_video"][v]["scene"]))
         cols["r"].append(frames_from_windows(n, starts, np.stack(rec["r"])))
+        cols["win_label"].append(np.array(rec["win_label"], np.uint8))
+        cols["win_scene"].append(np.full(len(starts), manifest["per_video"][v]["scene"]))
+        for p in flow_models:
+            cols[f"win_nll_{p}"].append(np.array(rec[p]))
+            threshold = flows[p].info["train_nll_p95"]["per_scene"].get(manifest["per_video"][v]["scene"], np.nan)
+            cols[f"win_train_p95_{p}"].append(np.full(len(starts), threshold))
         for p in ("app", "mot"):
             values = frames_from_windows(n, starts, np.array(rec[p]), cfg.itae.frames) if p in rec else np.full(n, np.nan)
             cols[f"nll_{p}"].append(values)
@@ -355,7 +408,8 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
             maps = np.stack(rec[f"map_{p}"])  # (N, h, w), one per window
             per_frame = np.stack([frames_from_windows(n, starts, m, cfg.itae.frames) for m in maps.reshape(len(maps), -1).T], 1)
             cols[f"excess_{p}"].append((per_frame.reshape(n, *maps.shape[1:]) - means[scenes.index(scene)]).astype(np.float32))
-    np.savez(out / "scores.npz", **{k: np.concatenate(v) for k, v in cols.items()})
+    overall = {f"train_p95_{p}": np.array(flows[p].info["train_nll_p95"]["all"]) for p in flow_models}
+    np.savez(out / "scores.npz", **{k: np.concatenate(v) for k, v in cols.items()}, **overall)
     return {"frames": int(sum(len(a) for a in cols["frame"])), "videos": len(per_video)}
 
 
@@ -363,7 +417,9 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
 
 
 def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, np.ndarray] | None) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Eq. 8-9 and the AUC protocols. Returns (metrics, final per-frame score, L, local L)."""
+    """Eq. 8-9 and the AUC protocols, and each flow's homogeneous-mapping fraction (`homogeneous_report`:
+    metrics["homogeneous"][path] and the flat homogeneous_app, homogeneous_mot). Returns (metrics, final
+    per-frame score, L, local L)."""
     from sklearn.metrics import roc_auc_score
 
     from vadcore.scoring import anomaly_score
@@ -380,6 +436,11 @@ def evaluate(cfg: TrialConfig, scores: dict[str, np.ndarray], kinds: dict[str, n
     scenes = scores["scene"]
     if len(set(scenes)) > 1:
         metrics["per_scene_auc"] = per_group_auc(labels, scenes, final)
+    homogeneous = {p: homogeneous_report(scores[f"win_nll_{p}"], scores["win_label"] == 1, scores["win_scene"], float(scores[f"train_p95_{p}"]),
+                                         scores[f"win_train_p95_{p}"]) for p in ("app", "mot") if f"win_nll_{p}" in scores}
+    if homogeneous:  # HGAD's question: how many anomalous windows each flow maps into its normal region
+        metrics["homogeneous"] = homogeneous
+        metrics.update({f"homogeneous_{p}": h["all"] for p, h in homogeneous.items()})
     if kinds is not None:  # synthetic benchmark: AUC of the final score on each anomaly kind vs all normal frames
         kind = np.concatenate([kinds[v] for v in sorted(set(videos))])
         for code, name in ((1, "appearance"), (2, "motion")):
@@ -422,14 +483,16 @@ def versions() -> dict[str, str]:
     return out
 
 
-def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore) -> dict[str, dict[str, Any]]:
+def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore, holdout: frozenset[str]) -> dict[str, dict[str, Any]]:
     """The config slice of every cached stage, upstream keys included: what a stage's output depends on.
 
     The single source of truth for stage identity: `run_trial` builds with it, `python -m sweeps show`
-    plans with it (shard_keys: the shard folders' names, which hash the shard spec and the source files).
+    plans with it (shard_keys: the shard folders' names, which hash the shard spec and the source files;
+    holdout: the benchmark's `dev_holdout`, the ITAE's validation videos when not empty).
     """
     c = to_dict(cfg)
-    itae = {"shards": shard_keys["train"], "itae": c["itae"], "loss": c["loss"], "train": c["itae_train"], "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed}
+    itae = {"shards": shard_keys["train"], "itae": c["itae"], "loss": c["loss"], "train": c["itae_train"], "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed,
+            "holdout": sorted(holdout)}
     slices = {"itae": itae}
     itae_key = store.key("itae", itae)
     flow_keys = {}
@@ -443,6 +506,9 @@ def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore
     slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
     if DEV in shard_keys:  # the development split, scored exactly as the test split
         slices["score_dev"] = {**slices["score"], "shards": shard_keys[DEV]}
+    for name, split in (("baselines", "test"), ("baselines_dev", DEV)):  # model-free floors: the shard folder alone
+        if split in shard_keys:
+            slices[name] = {"shards": shard_keys[split]}
     return slices
 
 
@@ -451,16 +517,20 @@ def trial_splits(cfg: TrialConfig) -> tuple[str, ...]:
     return (*SPLITS, DEV) if cfg.data.dev else SPLITS
 
 
+TRAINING_FIELDS = ("world_size", "device", "precision", "deepspeed", "kept_epoch", "epochs_run", "stopped_early", "selected_by")  # trial.json's `training`
+
+
 def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, out_dir: Path, *, show: bool = True, report: Report | None = None,
-              launch: Launch = in_process) -> dict[str, Any]:
+              launch: Launch = in_process, stage_root: Path | None = None) -> dict[str, Any]:
     """Run (or reuse) every stage of one trial; write trial.json and frame_scores.parquet to out_dir.
 
     launch runs each stage's build: here (a world of one), or on the ranks a launcher starts (Ray Train in
     sweeps); training stages use all its ranks, scoring one. The stage lock and rename stay in this process.
+    stage_root: where the stages live, if not in cache_root (shards always do): a folder of one's own trains everything.
     """
     t_start = time.perf_counter()
     bench = get_benchmark(cfg.data.benchmark, data_root)
-    store = StageStore(cache_root)
+    store = StageStore(stage_root or cache_root)
     stages: dict[str, dict[str, Any]] = {}
 
     def record(rec: StageRecord, own_seconds: float) -> None:
@@ -474,13 +544,14 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
     folders = {}
     for split in trial_splits(cfg):
         t0 = time.perf_counter()
-        spec = ShardSpec(cfg.data.benchmark, split, cfg.data.height, cfg.data.width, cfg.data.channels)
+        spec = ShardSpec(cfg.data.benchmark, split, cfg.data.height, cfg.data.width, cfg.data.channels, cfg.data.scenes)
         folders[split], written = ensure_shards(bench, spec, cache_root, show_progress=show)
         stages[f"shards_{split}"] = {"key": folders[split].name, "status": "trained" if written else "reused", "seconds": round(time.perf_counter() - t0, 3)}
 
-    slices = stage_slices(cfg, {split: f.name for split, f in folders.items()}, store)
+    holdout = scene_holdout(bench, cfg.data.scenes)
+    slices = stage_slices(cfg, {split: f.name for split, f in folders.items()}, store, holdout)
     t0 = time.perf_counter()
-    itae_stage = store.get_or_build("itae", slices["itae"], lambda out: launch(partial(build_itae, cfg, folders["train"], out, show=show), report, out),
+    itae_stage = store.get_or_build("itae", slices["itae"], lambda out: launch(partial(build_itae, cfg, folders["train"], out, show=show, holdout=holdout), report, out),
                                     files=("itae.pt",))
     record(itae_stage, time.perf_counter() - t0)
 
@@ -500,11 +571,20 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
             scored[name] = store.get_or_build(name, slices[name], build, files=("scores.npz",), inputs=(itae_stage, *flows.values()))
             record(scored[name], time.perf_counter() - t0)
 
+    floors = {}  # vadcore.baselines' AUCs beside the variants': one build per split and resolution, reused by every trial
+    for name, split, key in (("baselines", "test", "baselines"), ("baselines_dev", DEV, "dev_baselines")):
+        if name in slices:
+            t0 = time.perf_counter()
+            rec = store.get_or_build(name, slices[name], partial(baselines.build_stage, folders[split]), files=(baselines.SCORES_FILE,))
+            record(rec, time.perf_counter() - t0)
+            floors[key] = rec.info["aucs"]
+
     t0 = time.perf_counter()
     metrics, scores, final, l, local = evaluate_stage(cfg, bench, scored["score"])
     if "score_dev" in scored:  # dev_auc, dev_auc_micro, ...: the numbers a search may choose settings by
         dev_metrics = evaluate_stage(cfg, bench, scored["score_dev"])[0]
         metrics.update({f"dev_{k}": v for k, v in dev_metrics.items() if isinstance(v, (int, float))})
+    metrics.update(floors)  # baselines, dev_baselines: {frame_difference, position: {auc_micro, auc_micro_global, auc_macro}}
     stages["evaluate"] = {"key": None, "status": "computed", "seconds": round(time.perf_counter() - t0, 3)}
 
     trial = {
@@ -516,7 +596,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         "versions": versions(),
         "seed": cfg.seed,
         "history": {name: rec.info.get("history", []) for name, rec in [("itae", itae_stage), *((f"flow_{p}", s) for p, s in flows.items())]},
-        "training": {name: {k: rec.info.get(k) for k in ("world_size", "device", "precision", "deepspeed")}  # as each stage was trained
+        "training": {name: {k: rec.info.get(k) for k in TRAINING_FIELDS}  # as each stage was trained, and which epoch it kept
                      for name, rec in [("itae", itae_stage), *((f"flow_{p}", s) for p, s in flows.items())]},
     }
     write_outputs(out_dir, trial, scores, final, l, local)

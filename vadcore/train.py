@@ -10,7 +10,10 @@ section would instead cast the weights, which float32 inputs then fail to meet, 
 it. The CPU accelerator runs the GPU configs too, so tests exercise the GPU's precision path.
 
 `fit` knows nothing of ITAE or Glow: it takes a loss function of a batch and a validation function, and
-reports one metrics dict per epoch to a callback (a sweep scheduler such as ASHA stops trials on it).
+reports one metrics dict per epoch to a callback (a sweep scheduler such as ASHA stops trials on it). The
+validation loss (held-out normal videos) selects what the model holds when `fit` returns: with
+`StepConfig.select = "best"` the weights of its lowest epoch, optionally stopping after `patience` epochs
+without improvement; the result says which epoch was kept and why.
 
 Data parallelism keeps the optimisation of one worker: `batch_size` is the GLOBAL batch, whatever the number
 of ranks. Every rank walks the same seeded stream of global batches and trains on its slice of each
@@ -18,7 +21,8 @@ of ranks. Every rank walks the same seeded stream of global batches and trains o
 disjoint windows, and each optimiser step averages the gradients of the same samples one worker with the
 whole batch would use: adding workers changes speed, not results (tests/test_data_parallel.py). The price is
 that every rank decodes every window (the loader is ~100x faster than training at smoke size). Per-epoch
-losses are averaged over the ranks, validation runs whole on each rank, and only rank 0 writes a stage.
+losses are averaged over the ranks, validation runs whole on each rank and its loss is averaged too, so every
+rank keeps and stops at the same epoch; only rank 0 writes a stage.
 """
 from __future__ import annotations
 
@@ -90,9 +94,11 @@ def init_distributed() -> None:
     if torch.distributed.is_initialized():
         return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if "RANK" in os.environ:  # a launcher's rendezvous (MASTER_ADDR/PORT)
+    if "MASTER_ADDR" in os.environ:  # a launcher's rendezvous (RANK, WORLD_SIZE, MASTER_ADDR/PORT)
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
         return
+    # DeepSpeed reads these; they stay set in this process, so its children (Ray's workers, started after an
+    # in-process trial) inherit RANK=0 too: only MASTER_ADDR, which this path never sets, marks a launcher
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     store = Path(tempfile.mkdtemp(prefix="vad-dist-")) / "store"
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, init_method=f"file://{store}", rank=0, world_size=1)
@@ -152,9 +158,17 @@ def describe_run(ds_name: str, fp32: bool = False) -> dict[str, Any]:
 
 @dataclass
 class FitResult:
-    history: list[dict[str, float]]
+    history: list[dict[str, float]]  # one record per epoch run, `val_loss` included when there is a validation
     steps: int
     seconds: float
+    kept_epoch: int  # 1-based: the epoch whose weights the model holds after `fit`
+    epochs_run: int  # < step.epochs when early stopping ended the run
+    stopped_early: bool
+    selected_by: str  # "val_loss" (the lowest held-out loss) or "last" (select="last", or nothing held out)
+
+    def selection(self) -> dict[str, Any]:
+        """What a stage records of the selection: in its info, and so in trial.json's `training`."""
+        return {"kept_epoch": self.kept_epoch, "epochs_run": self.epochs_run, "stopped_early": self.stopped_early, "selected_by": self.selected_by}
 
 
 def fit(
@@ -170,12 +184,19 @@ def fit(
     fp32: bool = False,
     progress: Callable[[int], None] = lambda n: None,
 ) -> FitResult:
-    """Train `model` for `step.epochs` epochs of at most `steps_per_epoch` optimiser steps.
+    """Train `model` for `step.epochs` epochs of at most `steps_per_epoch` optimiser steps; leave in it the
+    weights `step.select` keeps.
 
     loss_fn(engine, batch, progress in [0, 1]) -> (loss, parts); batches(epoch) -> the epoch's batches, of
     which the first `steps_per_epoch` are trained on: `steps_in` of the epoch's windows, so that only a
     max_steps cap leaves batches out; validate(module) -> a held-out loss computed without gradients and
-    outside autocast. Adam with cosine annealing from step.lr to step.min_lr over the whole run, as in the paper.
+    outside autocast. Adam with cosine annealing from step.lr to step.min_lr over the whole run, as in the paper
+    (an early stop ends the run part way down the cosine).
+
+    select="best" with a validate: a CPU copy of the module's state is taken at each new lowest validation loss
+    (the first epoch of a tie) and loaded back into `model` at the end, so what the caller saves is that epoch;
+    patience > 0 stops the run once that many epochs have passed without one. Without a validate there is
+    nothing to select by: the last epoch is kept and `selected_by` says "last".
     """
     deepspeed = _import_deepspeed()
     init_distributed()
@@ -189,6 +210,8 @@ def fit(
     history: list[dict[str, float]] = []
     done = 0
     rank, size = world()
+    by_val = validate is not None and step.select == "best"
+    best_loss, best_epoch, best_state = math.inf, 0, None
     t0 = time.perf_counter()
     for epoch in range(step.epochs):
         engine.train()
@@ -219,12 +242,28 @@ def fit(
         if validate is not None:
             engine.eval()
             with torch.no_grad():
-                record["val_loss"] = float(validate(engine.module))
+                val = torch.tensor(float(validate(engine.module)), dtype=torch.float64, device=device())
+            if size > 1:  # the ranks' mean: one value, so one keep / stop decision, on every rank
+                torch.distributed.all_reduce(val)
+                val /= size
+            record["val_loss"] = float(val)
+            if not math.isfinite(record["val_loss"]):
+                raise FloatingPointError(f"non-finite validation loss {record['val_loss']} at epoch {epoch + 1}: no epoch can be selected by it")
         record["seconds"] = round(time.perf_counter() - t0, 3)
         history.append(record)
         if report is not None:
             report(record)
-    return FitResult(history, done, time.perf_counter() - t0)
+        if by_val:
+            if record["val_loss"] < best_loss:
+                best_loss, best_epoch = record["val_loss"], epoch + 1
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in engine.module.state_dict().items()}
+            elif step.patience and epoch + 1 - best_epoch >= step.patience:
+                break
+    if by_val and best_epoch < len(history):  # engine.module is `model`: the caller saves the kept epoch
+        engine.module.load_state_dict(best_state)
+    kept = best_epoch if by_val else len(history)
+    return FitResult(history, done, time.perf_counter() - t0, kept_epoch=kept, epochs_run=len(history),
+                     stopped_early=len(history) < step.epochs, selected_by="val_loss" if by_val else "last")
 
 
 def steps_in(windows: int, batch_size: int, max_steps: int) -> int:

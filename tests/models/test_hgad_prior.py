@@ -1,15 +1,25 @@
-"""Priors: the Gaussian, HGAD's losses and density (DESIGN.md "HGAD notes"), and a toy where the mixture prior
-must beat N(0, I) on held-out NLL."""
+"""Priors: the Gaussian, HGAD's losses and density (DESIGN.md "HGAD notes"), its per-position form (a sample
+per top-latent position, with an NLL map), and a toy where the mixture prior must beat N(0, I) on held-out NLL."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from vadcore.errors import ConfigError
-from vadcore.models.glow import Glow, GlowConfig, nll_per_dim
-from vadcore.models.hgad_prior import GaussianPrior, HGADPrior, PriorConfig, build_prior
+from vadcore.models.glow import Glow, GlowConfig, nll_map, nll_per_dim
+from vadcore.models.hgad_prior import PRIORS, GaussianPrior, HGADPositionPrior, HGADPrior, PriorConfig, build_prior
 
 HGAD = PriorConfig(kind="hgad")
+POSITION = PriorConfig(kind="hgad_position")
+
+
+def perturbed(prior: HGADPrior) -> HGADPrior:
+    """The prior in float64 with every centre and logit moved off its init, so no test is a test of the init."""
+    prior = prior.double()
+    with torch.no_grad():
+        for p in (prior.mu, prior.offsets, prior.class_logits, prior.intra_logits):
+            p.add_(0.5 * torch.randn_like(p))
+    return prior
 
 
 @pytest.fixture(autouse=True)
@@ -97,12 +107,16 @@ def test_hgad_log_prob_is_a_normalised_density():
 
 
 def test_build_prior_and_validation():
-    assert isinstance(build_prior(PriorConfig(), 4, 3), GaussianPrior)
-    assert isinstance(build_prior(HGAD, 4, 3), HGADPrior)
-    with pytest.raises(ConfigError, match="flow.prior.kind='normal' unknown; allowed: gaussian, hgad"):
-        build_prior(PriorConfig(kind="normal"), 4, 3)
+    assert isinstance(build_prior(PriorConfig(), (4, 1, 1), 3), GaussianPrior)
+    assert type(build_prior(HGAD, (4, 1, 1), 3)) is HGADPrior
+    assert isinstance(build_prior(POSITION, (4, 2, 2), 3), HGADPositionPrior)
+    with pytest.raises(ConfigError, match="flow.prior.kind='normal' unknown; allowed: gaussian, hgad, hgad_position"):
+        build_prior(PriorConfig(kind="normal"), (4, 1, 1), 3)
     with pytest.raises(ConfigError, match=r"latent dim D=2 >= classes K=3"):
-        build_prior(HGAD, 2, 3)
+        build_prior(HGAD, (2, 1, 1), 3)
+    build_prior(HGAD, (2, 2, 2), 3)  # D = 8 >= K: the whole-z mixture fits, the per-position one does not
+    with pytest.raises(ConfigError, match=r"flow.prior.kind='hgad_position' needs top-level channels C=2 >= classes K=3"):
+        build_prior(POSITION, (2, 2, 2), 3)
     for bad in (dict(centres=0), dict(lambda2=-1.0), dict(label_smoothing=1.0), dict(stage_a_fraction=1.5)):
         field = next(iter(bad))
         with pytest.raises(ConfigError, match=f"flow.prior.{field}="):
@@ -127,7 +141,7 @@ def train_toy(kind: str, seed: int = 0, steps: int = 300) -> tuple[torch.Tensor,
     gen = torch.Generator().manual_seed(1 + seed)
     (x, y), (x_test, _) = blobs(2000, gen), blobs(1000, gen)
     flow = Glow(GlowConfig(steps=2, levels=1, hidden=16), 1, 2, 2)
-    prior = build_prior(PriorConfig(kind=kind), flow.latent_dim, 3)
+    prior = build_prior(PriorConfig(kind=kind), flow.top_shape, 3)
     opt = torch.optim.Adam([*flow.parameters(), *prior.parameters()], lr=1e-2)
     for step in range(steps):
         idx = torch.randint(0, len(x), (128,), generator=gen)
@@ -148,3 +162,85 @@ def test_toy_hgad_beats_gaussian_and_flags_unseen_points():
     assert hgad_test.mean() < gauss_test.mean()
     assert (hgad_far > hgad_test.max()).all()
     assert (hgad_between > torch.quantile(hgad_test, 0.95)).all()
+
+
+# ------------------------------------------------------------------------------------- per-position HGAD
+
+
+def test_per_position_flag_says_which_priors_have_a_map():
+    """`PriorConfig.per_position` (what the config checks) agrees with the modules (what FlowModel.has_map reads)."""
+    for kind in PRIORS:
+        prior = build_prior(PriorConfig(kind=kind), (4, 2, 2), 2)
+        assert PriorConfig(kind=kind).per_position == hasattr(prior, "log_prob_map"), kind
+    assert [kind for kind in PRIORS if PriorConfig(kind=kind).per_position] == ["gaussian", "hgad_position"]
+
+
+def test_hgad_position_is_the_mixture_of_each_position():
+    """With the same centres and weights, the per-position prior of z (B, C, H, W) is the whole-z mixture of
+    dimension C applied to the B*H*W position vectors: its map is their log-densities, its log_prob their sum
+    per window, and its loss and every part equal the whole-z loss of the positions as samples, each carrying
+    its window's class and 1/(H*W) of its window's jac (both losses divide a window's sum by its dimension)."""
+    C, H, W, B, K = 4, 2, 3, 5, 3
+    cfg = PriorConfig(kind="hgad_position", centres=3, lambda1=0.7, lambda2=2.0, stage_a_fraction=0.5)
+    prior = perturbed(HGADPositionPrior(cfg, (C, H, W), K))
+    whole = HGADPrior(PriorConfig(kind="hgad", centres=3, lambda1=0.7, lambda2=2.0, stage_a_fraction=0.5), C, K).double()
+    whole.load_state_dict(prior.state_dict())
+    z, jac, y = torch.randn(B, C, H, W, dtype=torch.float64), torch.randn(B, dtype=torch.float64), torch.randint(0, K, (B,))
+    positions = z.permute(0, 2, 3, 1).reshape(-1, C)  # (B*H*W, C), rows (b, h, w) in order
+    expected = whole.log_prob(positions).view(B, H, W)
+    assert torch.allclose(prior.log_prob_map(z), expected, atol=1e-12)
+    assert torch.allclose(prior.log_prob(z.flatten(1)), expected.sum((1, 2)), atol=1e-12)
+    for progress in (0.0, 1.0):  # stage A and stage B
+        loss, parts = prior.loss(z.flatten(1), jac, y, progress)
+        loss_w, parts_w = whole.loss(positions, jac.repeat_interleave(H * W) / (H * W), y.repeat_interleave(H * W), progress)
+        assert torch.allclose(loss, loss_w, atol=1e-12)
+        for name in parts:
+            assert torch.allclose(parts[name], parts_w[name], atol=1e-12), name
+
+
+@pytest.mark.parametrize("shape, classes", [((2, 1, 1), 2), ((1, 2, 1), 1)])
+def test_hgad_position_density_integrates_to_one(shape, classes):
+    """Integrate exp(log_prob) over a 2-D grid: one position of 2 channels (the mixture of R^2), and two
+    positions of 1 channel (the product of two 1-D mixtures: log p(z) sums over positions)."""
+    prior = perturbed(HGADPositionPrior(PriorConfig(kind="hgad_position", centres=3), shape, classes))
+    step = 0.05
+    axis = torch.arange(-12, 12, step, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)  # (N, 2) = (N, D)
+    mass = torch.exp(prior.log_prob(grid)).sum() * step**2
+    assert abs(mass.item() - 1) < 1e-6
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_hgad_position_nll_map_averages_to_the_whole_nll(levels):
+    """The flow's exact NLL map with this prior (Glow's multi-level z: the top level's z and the split-off
+    halves' densities in jac_map) has the whole-window NLL as its mean, as for N(0, I)."""
+    torch.manual_seed(0)
+    flow = Glow(GlowConfig(steps=2, levels=levels, hidden=8), 4, 8, 8).double()
+    x = torch.randn(3, 4, 8, 8, dtype=torch.float64)
+    flow(x)  # ActNorm init
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    prior = perturbed(build_prior(POSITION, flow.top_shape, 3))
+    out = flow(x)
+    m = nll_map(out, prior, flow.input_dim)
+    assert m.shape == (3, 8 >> levels, 8 >> levels)
+    assert torch.allclose(m.mean((1, 2)), nll_per_dim(out, prior, flow.input_dim), atol=1e-12)
+
+
+def test_hgad_position_classes_condition_the_loss_and_every_gradient_is_finite():
+    """Windows whose every position sits at class k's main centre: L_mi and L_intra are lower with label k
+    than with another label, and the loss gives every parameter a finite gradient (stage B)."""
+    C, H, W, K = 6, 2, 2, 3
+    prior = HGADPositionPrior(PriorConfig(kind="hgad_position", centres=4), (C, H, W), K)
+    k = torch.tensor([0, 1, 2, 1])
+    z = prior.mu.detach()[k][:, :, None, None].expand(-1, C, H, W) + 0.1 * torch.randn(4, C, H, W)  # (4, C, H, W)
+    jac = torch.zeros(4)
+    _, right = prior.loss(z.flatten(1), jac, k, 1.0)
+    _, wrong = prior.loss(z.flatten(1), jac, (k + 1) % K, 1.0)
+    assert right["L_mi"] < wrong["L_mi"] and right["L_intra"] < wrong["L_intra"]
+    assert torch.equal(right["L_g"], wrong["L_g"]) and torch.equal(right["L_e"], wrong["L_e"])  # class-free terms
+    loss, _ = prior.loss(z.flatten(1).requires_grad_(), jac, k, 1.0)
+    loss.backward()
+    for name, p in prior.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

@@ -151,3 +151,202 @@ def test_a_sweep_finishing_while_the_index_is_built_keeps_its_row(tmp_path, monk
         b_publish[0].join()
     index = (results / "index.md").read_text()
     assert "| a |" in index and "| b |" in index
+
+
+# The floors of vadcore.baselines as trial.json holds them (metrics.baselines.<name>.<auc>), per benchmark and shard
+# height: avenue at two resolutions, where frame difference differs and position does not.
+FLOOR_AUCS = {("ped2", 64): {"frame_difference": (0.854, 0.710, 0.882), "position": (0.749, 0.749, 0.625)},
+              ("avenue", 64): {"frame_difference": (0.689, 0.392, 0.806), "position": (0.734, 0.734, 0.763)},
+              ("avenue", 128): {"frame_difference": (0.701, 0.400, 0.810), "position": (0.734, 0.734, 0.763)}}
+
+
+def _sweep_with_floors(results: Path) -> Path:
+    """A fake Table 3 sweep on ped2 and avenue whose finished trials carry floors; avenue's app-itae ran at 128x192,
+    the rest at 64x96. Plans get the trial's config, as the runner writes it."""
+    import json
+
+    from results.report import AUCS
+
+    root = make_fake_sweep(results, "ablation-paths", benchmarks=("ped2", "avenue"), failed="mot-flow")
+    for d in sorted(root.glob("trials/*")):
+        trial, plan = d / "trial.json", json.loads((d / "plan.json").read_text())
+        if not trial.is_file():
+            continue
+        t = json.loads(trial.read_text())
+        h = 128 if d.name == "app-itae-avenue-s0" else 64
+        t["config"]["data"].update(height=h, width=h * 3 // 2, channels=1)
+        t["metrics"]["baselines"] = {name: dict(zip(AUCS, v)) for name, v in FLOOR_AUCS[(plan["benchmark"], h)].items()}
+        trial.write_text(json.dumps(t))
+        (d / "plan.json").write_text(json.dumps({**plan, "config": t["config"]}))
+    return root
+
+
+def _table_after(md: str, heading: str) -> list[str]:
+    """The rows of the first Markdown table after `heading`."""
+    lines = md.splitlines()[md.splitlines().index(heading):]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start + 2 : end]
+
+
+def test_floors_beside_the_variants_in_every_table(tmp_path):
+    import pyarrow as pa
+
+    root = _sweep_with_floors(tmp_path / "results")
+    paths = publish(root)
+    t = pq.read_table(root / "trials.parquet")
+    assert t.schema.field("metrics.baselines.frame_difference.auc_micro").type == pa.float64()
+    md = paths["report_md"].read_text()
+
+    # Table 3: ours beside the paper's, then a block of floors per benchmark and resolution
+    floors = md.split("## Table 3")[1].split("## All variants")[0].split("Floors (no model)")[1]
+    assert _table_after(floors, floors.splitlines()[0]) == [
+        "| ped2 | baseline: frame difference | 64x96 grey | .854 | .710 | .882 |",
+        "| ped2 | baseline: position in video | 64x96 grey | .749 | .749 | .625 |",
+        "| avenue | baseline: frame difference | 128x192 grey | .701 | .400 | .810 |",
+        "| avenue | baseline: position in video | 128x192 grey | .734 | .734 | .763 |",
+        "| avenue | baseline: frame difference | 64x96 grey | .689 | .392 | .806 |",
+        "| avenue | baseline: position in video | 64x96 grey | .734 | .734 | .763 |",
+    ]
+
+    # all variants: each benchmark's floors right under its variants, numbers in the AUC columns, none in the parts
+    rows = _table_after(md, next(line for line in md.splitlines() if line.startswith("## All variants")))
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert [c[:2] for c in cells] == [
+        *(["ped2", v] for v in ("app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows")),
+        ["ped2", "baseline: frame difference"], ["ped2", "baseline: position in video"],
+        *(["avenue", v] for v in ("app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows")),
+        *(["avenue", f"baseline: {b}"] for _ in (128, 64) for b in ("frame difference", "position in video")),
+    ]
+    assert cells[5][2:] == ["—", "no model, 64x96 grey frames", "0.8540", "0.7100", "0.8820", "—", "—", "—"]
+    assert cells[-4][3] == "no model, 128x192 grey frames" and cells[-4][4] == "0.7010"
+
+    # protocol: what each floor is and its three AUCs, per benchmark and resolution
+    protocol = _table_after(md, "## Protocol")
+    position = next(r for r in protocol if r.startswith("| baseline: position in video (ped2, 64x96 grey frames) |"))
+    assert "reads no pixel" in position and "auc_micro .749, auc_micro_global .749, auc_macro .625" in position
+    assert sum(r.startswith("| baseline: frame difference (avenue") for r in protocol) == 2
+    assert "baseline: position in video" in paths["report_html"].read_text()
+
+
+def test_a_search_shows_the_development_splits_floors(tmp_path):
+    """A search's variants table shows development-split AUCs: its floors are metrics.dev_baselines, never the test's."""
+    import json
+
+    from results.aggregate import aggregate
+
+    root = make_fake_sweep(tmp_path / "results", "search", variants=("default", "trial-b"), search=True)
+    for f in root.glob("trials/*/trial.json"):
+        t = json.loads(f.read_text())
+        t["metrics"]["baselines"] = {"position": {"auc_micro": 0.749, "auc_micro_global": 0.749, "auc_macro": 0.625}}
+        t["metrics"]["dev_baselines"] = {"position": {"auc_micro": 0.512, "auc_micro_global": 0.512, "auc_macro": 0.5}}
+        f.write_text(json.dumps(t))
+    aggregate(root)
+    md = report(root)["report_md"].read_text()
+    rows = _table_after(md, "## All variants: frame AUC on the development split, mean ± std over seeds")
+    assert rows[-1].startswith("| ped2 | baseline: position in video | — | no model, 32x? frames | 0.5120 | 0.5120 | 0.5000 |")
+    assert "0.7490" not in md.split("## All variants")[1].split("##")[0]
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_terminal_summary_has_dim_floor_rows_under_the_variants(tmp_path, width):
+    import io
+
+    from rich.console import Console
+
+    from sweeps.runner import collect, print_summary
+    from sweeps.spec import SweepSpec, Variant
+
+    root = _sweep_with_floors(tmp_path / "results")
+    spec = SweepSpec("ablation-paths", root / "ablation-paths.toml", "Table 3", benchmarks=("ped2", "avenue"),
+                     grid=tuple(Variant(v) for v in ("app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows")))
+    out = io.StringIO()
+    print_summary(spec, collect(root / "trials"), Console(file=out, width=width, color_system=None))
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    lines = text.splitlines()
+    last_variant = max(i for i, line in enumerate(lines) if "both-flows" in line)
+    floor_lines = [i for i, line in enumerate(lines) if "0.8540" in line or "0.6890" in line or "0.7010" in line]
+    assert len(floor_lines) == 3 and min(floor_lines) > last_variant, text  # ped2, avenue at 64 and at 128
+    assert "0.7490" in text and text.count("no model") == 6
+    if width >= 120:
+        assert "0.8820" in text  # auc_macro: only where the table has room for it
+
+
+# ---------------------------------------------------------------------------------------------- unified vs separate models
+
+
+def _unified_prior_sweep(results: Path) -> Path:
+    """results/unified-prior/ by hand: one unified trial over scenes s0, s1 ("gaussian") and separate models
+    ("separate@s0", "separate@s1"), with R only (no flow) so every AUC is computable by hand:
+    video v0 (s0): R 0, 1, 2, 3, labels 0, 0, 1, 1; video v1 (s1): R 0, 10, 20, 30, labels 0, 1, 1, 1."""
+    import json
+
+    import pyarrow as pa
+
+    videos = {"v0": ("s0", [0.0, 1, 2, 3], [0, 0, 1, 1]), "v1": ("s1", [0.0, 10, 20, 30], [0, 1, 1, 1])}
+    homogeneous = {"gaussian": {"app": {"all": 0.2, "per_scene": {"s0": 0.1, "s1": 0.3}}, "mot": {"all": 0.4, "per_scene": {"s0": 0.5, "s1": 0.35}}},
+                   "separate@s0": {"app": {"all": 0.05, "per_scene": {"s0": 0.05}}, "mot": {"all": 0.15, "per_scene": {"s0": 0.15}}},
+                   "separate@s1": {"app": {"all": 0.25, "per_scene": {"s1": 0.25}}, "mot": {"all": 0.45, "per_scene": {"s1": 0.45}}}}
+    root = results / "unified-prior"
+    for variant, vids in (("gaussian", ["v0", "v1"]), ("separate@s0", ["v0"]), ("separate@s1", ["v1"])):
+        d = root / "trials" / f"{variant}-synthetic-s0"
+        d.mkdir(parents=True)
+        scenes = [videos[v][0] for v in vids]
+        (d / "plan.json").write_text(json.dumps({"variant": variant, "benchmark": "synthetic", "seed": 0, "overrides": {},
+                                                 "command": f"python -m vadcore run --profile smoke --out runs/{variant}"}))
+        metrics = {"auc_micro": 0.5, "homogeneous": homogeneous[variant],
+                   **{f"homogeneous_{p}": homogeneous[variant][p]["all"] for p in ("app", "mot")}}
+        config = {"data": {"benchmark": "synthetic", "scenes": [] if variant == "gaussian" else scenes},
+                  "flow": {"prior": {"kind": "gaussian"}}, "score": {"lambda_L": 1.0, "lambda_local": 0.0}}
+        (d / "trial.json").write_text(json.dumps({"config": config, "metrics": metrics, "stages": {}, "seconds": 1.0, "seed": 0}))
+        r = [x for v in vids for x in videos[v][1]]
+        nan = [float("nan")] * len(r)
+        pq.write_table(pa.table({"video": [v for v in vids for _ in range(4)], "frame": pa.array(list(range(4)) * len(vids), pa.int32()),
+                                 "label": pa.array([x for v in vids for x in videos[v][2]], pa.int8()),
+                                 "scene": [videos[v][0] for v in vids for _ in range(4)], "score_r": r, "score_nll_app": nan,
+                                 "score_nll_mot": nan, "score_l": nan, "score_l_local": nan, "score": r}), d / "frame_scores.parquet")
+    return root
+
+
+def _table_rows(md: str, first_header_cell: str) -> dict[str, list[str]]:
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header_cell} |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_unified_prior_report_joins_separate_models_into_one_row(tmp_path):
+    md = publish(_unified_prior_sweep(tmp_path / "results"))["report_md"].read_text()
+    rows = _table_rows(md, "synthetic: variant")
+    assert list(rows) == ["gaussian (prior gaussian)", "separate (prior gaussian, a model per scene)"]
+    # unified: one model, min-max over its whole test set for micro_global (v0's R is 10x smaller: all anomalies
+    # above all normals, AUC 1); per video, both videos span [0, 1] and v1's .33 anomaly ties v0's .33 normal frame
+    assert rows["gaussian (prior gaussian)"] == ["1", ".967 / 1.000 / 1.000", "1.000 / 1.000 / 1.000", "1.000 / 1.000 / 1.000"]
+    # separate: each model normalised over its own scene's test set, then the frames pooled: .967 under both
+    assert rows["separate (prior gaussian, a model per scene)"] == ["2", ".967 / .967 / 1.000", "1.000 / 1.000 / 1.000", "1.000 / 1.000 / 1.000"]
+    assert "union of their frame scores" in md and "per-scene-synthetic.png" in md
+    homogeneous = _table_rows(md, "synthetic: scene")
+    assert homogeneous["s0"] == [".100", ".500", ".050", ".150"]  # gaussian app, mot; separate app, mot
+    assert homogeneous["s1"] == [".300", ".350", ".250", ".450"]
+    assert homogeneous["mean over scenes"] == [".200", ".425", ".150", ".300"]
+    assert homogeneous["all test windows"] == [".200", ".400", "—", "—"]
+    assert "lower is better" in md
+
+
+def test_unified_prior_report_without_homogeneous_metrics_says_so(tmp_path):
+    import json
+
+    root = _unified_prior_sweep(tmp_path / "results")
+    for t in (root / "trials").glob("*/trial.json"):
+        record = json.loads(t.read_text())
+        record["metrics"] = {"auc_micro": 0.5}
+        t.write_text(json.dumps(record))
+    md = publish(root)["report_md"].read_text()
+    assert "synthetic: no trial reports metrics.homogeneous" in md and "| synthetic: scene |" not in md
+    assert _table_rows(md, "synthetic: variant")["separate (prior gaussian, a model per scene)"][1] == ".967 / .967 / 1.000"

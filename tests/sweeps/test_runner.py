@@ -150,11 +150,13 @@ def test_search_summary_fits_80_columns_and_keeps_names_whole(searched):
     assert all(f"{r['metrics']['dev_auc']:.4f}" in text for r in finished)
 
 
-def test_search_needs_a_development_split(tmp_path):
+def test_search_needs_a_development_split(tmp_path, monkeypatch):
+    from vadcore.data.ped2 import Ped2
     from vadcore.errors import ConfigError
 
+    monkeypatch.setattr(Ped2, "has_dev", False)  # every registered benchmark has one: take Ped2's away
     (tmp_path / "s.toml").write_text(SEARCH.replace('["synthetic"]', '["ped2"]'))
-    with pytest.raises(ConfigError, match="benchmark 'ped2' has no development split yet; benchmarks with one: synthetic"):
+    with pytest.raises(ConfigError, match="benchmark 'ped2' has no development split yet.*; benchmarks with one: synthetic, avenue"):
         run_sweep(load_sweep(tmp_path / "s.toml"), RunOptions(results=str(tmp_path / "results"), quiet=True))
 
 
@@ -221,3 +223,17 @@ def test_workers_per_trial_train_each_stage_across_ranks(ray_local, tmp_path):
     for stage in (tmp_path / "cache/stages").glob("*/*"):  # only what the stage declares: no rank's leftovers
         if stage.is_dir() and not stage.name.startswith("."):
             assert not [p.name for p in stage.iterdir() if p.name.startswith(".")], stage
+
+
+def test_without_stage_sharing_every_trial_trains_its_own_stages(ray_local, tmp_path):
+    """--no-stage-sharing (what `just bench` compares with): the two trials that share an ITAE each train one,
+    in their own folder of the cache; the shards are still written once."""
+    (tmp_path / "plain.toml").write_text('name = "plain"\nmax_concurrent = 1\n[fixed.flow]\napp = false\n[[grid]]\nname = "r"\n'
+                                         'set = { "flow.mot" = false }\n[[grid]]\nname = "rl"\nset = { "flow.mot" = true }\n')
+    opts = RunOptions(results=str(tmp_path / "results"), cache=str(tmp_path / "cache"), sets=list(TINY), share_stages=False, quiet=True)
+    records = run_sweep(load_sweep(tmp_path / "plain.toml"), opts)
+    assert [r["status"] for r in records] == ["finished", "finished"], [r.get("error") for r in records]
+    assert stage_counts(records) == {"itae": 2, "flow": 1}
+    assert sorted(p.parent.parent.name for p in (tmp_path / "cache/unshared/plain").glob("*/stages/itae")) == ["r-synthetic-s0", "rl-synthetic-s0"]
+    assert not (tmp_path / "cache/stages").exists()
+    assert len([p for p in (tmp_path / "cache/shards/synthetic").glob("train-*") if p.is_dir()]) == 1

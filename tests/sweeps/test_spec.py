@@ -171,3 +171,55 @@ def test_cli_error_is_one_line_exit_2(tmp_path, capsys):
 def test_show_prints_shared_stage_keys(capsys, tmp_path):
     assert main(["show", "ablation-paths", "--cache", str(tmp_path)]) == 0
     assert "distinct stages to train: itae 2, flow_app 1, flow_mot 1" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- per-scene variants
+
+PER_SCENE = GRID + """
+[[grid]]
+name = "sep"
+set = { "flow.mot" = true }
+per_scene = true
+"""
+
+
+def test_per_scene_variant_expands_to_one_trial_per_scene(tmp_path):
+    from sweeps.spec import per_scene_parts
+
+    plans = expand(load_sweep(write(tmp_path, PER_SCENE)), extra_sets=["itae_train.epochs=1"])
+    assert [(p.variant, p.seed) for p in plans] == [("a", 0), ("a", 1), ("b", 0), ("b", 1), *((f"sep@s{k}", s) for k in range(3) for s in (0, 1))]
+    sep = [p for p in plans if p.variant.startswith("sep")]
+    assert [p.config.data.scenes for p in sep] == [(f"s{k}",) for k in range(3) for _ in (0, 1)]
+    assert all(p.config.flow.mot and p.config.score.lambda_L == 0.5 and p.config.itae_train.epochs == 1 for p in sep)
+    assert [p.config.data.scenes for p in plans if not p.variant.startswith("sep")] == [()] * 4
+    assert sep[2].trial_id == "sep@s1-synthetic-s0" and per_scene_parts(sep[2].variant) == ("sep", "s1")
+    assert per_scene_parts("b") is None
+    assert "--set 'data.scenes=[\"s1\"]'" in sep[2].command and "--out runs/sep@s1-synthetic-s0" in sep[2].command
+
+
+def test_per_scene_trials_have_their_own_stages(tmp_path):
+    from sweeps.runner import stage_keys
+
+    plans = [p for p in expand(load_sweep(write(tmp_path, PER_SCENE))) if p.seed == 0]
+    keys = {p.variant: stage_keys(p, tmp_path / "cache", None) for p in plans}
+    assert len({keys[f"sep@s{k}"]["shards_train"] for k in range(3)} | {keys["b"]["shards_train"]}) == 4
+    assert len({keys[v]["itae"] for v in keys}) == 4  # a, b share the ITAE over every scene; one per scene for sep
+
+
+@pytest.mark.parametrize("text, sets, needle", [
+    (PER_SCENE.replace("per_scene = true", 'per_scene = "yes"'), None, "grid[2].per_scene='yes' must be bool"),
+    (PER_SCENE.replace('"flow.mot" = true }\nper_scene', '"flow.mot" = true, "data.scenes" = ["s0"] }\nper_scene'), None,
+     "grid[2].per_scene = true sets each trial's data.scenes to its scene: remove data.scenes from grid[2].set"),
+    (PER_SCENE.replace("[fixed.score]", '[fixed.data]\nscenes = ["s0"]\n[fixed.score]'), None, "remove data.scenes from fixed"),
+    (PER_SCENE, ['data.scenes=["s0"]'], "--set data.scenes=... is not allowed: variant 'sep' has per_scene = true"),
+])
+def test_per_scene_conflicts_are_errors(tmp_path, text, sets, needle):
+    with pytest.raises(ConfigError) as e:
+        expand(load_sweep(write(tmp_path, text)), extra_sets=sets)
+    assert needle in str(e.value), str(e.value)
+
+
+def test_unified_prior_has_the_separate_reference():
+    plans = expand(load_sweep("unified-prior"))
+    assert [p.variant for p in plans] == ["gaussian", "hgad", "hgad-position", "separate@s0", "separate@s1", "separate@s2"]
+    assert {p.config.flow.prior.kind for p in plans[3:]} == {"gaussian"}

@@ -5,6 +5,7 @@
 
 A frame is anomalous iff its mask has a nonzero pixel. Whatever subset of videos is present is used;
 a test video's label count must equal its decoded frame count (checked while decoding, at shard time).
+The development split ("dev") is made from held-out training videos: `vadcore.data.devsplit`.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vadcore.data.base import Benchmark, Split, Video, fingerprint_files
+from vadcore.data.base import DEV, Split, Video, fingerprint_files
 from vadcore.data.decode import frames_matching_labels, iter_video_file
+from vadcore.data.devsplit import DevFromTraining
 from vadcore.errors import DataError
 
 _FOLDERS = {"train": "training_videos", "test": "testing_videos"}
@@ -36,7 +38,7 @@ def load_volume_labels(path: Path) -> np.ndarray:
     return np.array([int(np.any(m)) for m in vol.ravel()], dtype=np.uint8)
 
 
-class Avenue(Benchmark):
+class Avenue(DevFromTraining):
     name = "avenue"
 
     @property
@@ -67,6 +69,8 @@ class Avenue(Benchmark):
         return path
 
     def videos(self, split: Split) -> list[Video]:
+        if split == DEV:
+            return self.dev_videos()
         out = []
         for f in self._files(split):
             if split == "train":
@@ -79,6 +83,8 @@ class Avenue(Benchmark):
         return out
 
     def fingerprint(self, split: Split) -> str:
+        if split == DEV:
+            return self.dev_fingerprint()
         files = self._files(split)
         if split == "test":
             files = files + [self._label_file(f) for f in files]

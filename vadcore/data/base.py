@@ -99,3 +99,9 @@ class Benchmark(ABC):
     @abstractmethod
     def fingerprint(self, split: Split) -> str:
         """A short hash of the source files (or generator settings) defining this split."""
+
+    def dev_holdout(self) -> frozenset[str]:
+        """Ids of the training videos the development split is made from: never trained on (the pipeline
+        leaves them out of training and selects checkpoints with them). Empty unless the development split is
+        made from training videos (`vadcore.data.devsplit.DevFromTraining`)."""
+        return frozenset()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 import tarfile
 from dataclasses import dataclass
@@ -96,49 +97,70 @@ class _HashingReader(io.RawIOBase):
 
 
 def iter_shard(folder: Path, entry: dict[str, Any]) -> Iterator[Chunk]:
-    """Chunks of one shard in order; raises ShardError on checksum, count or format mismatch."""
-    path = folder / entry["path"]
+    """Chunks of one shard in order; raises ShardError on checksum, count or format mismatch.
+
+    The shard may lie in another folder (a composite benchmark's or a scene subset's manifest lists the shards
+    it reuses, `vadcore.data.shards`); an entry's `rename` turns the member's video ids and scenes into the
+    composite's, and only the entry's `videos` (when it lists them) are yielded: a scene subset's reader sees
+    its scenes alone, whoever reads the shard. Every byte is read and verified all the same."""
+    path = Path(os.path.normpath(folder / entry["path"]))
+    # what to delete to rebuild: the shard's folder, and this manifest too when it only lists another folder's shard
+    rebuild = f"delete {folder}" if path.parent == Path(os.path.normpath(folder)) else f"delete {path.parent} and {folder}, which lists it,"
+    rename, keep = entry.get("rename"), set(entry["videos"]) if "videos" in entry else None
     samples = 0
     try:
         with open(path, "rb") as raw:
             reader = _HashingReader(raw)
             with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|") as tar:
-                current: dict[str, bytes] = {}
-                key = None
-                for member in tar:
-                    k, _, field = member.name.partition(".")
-                    if key is not None and k != key:
-                        yield _decode(current)
-                        samples += 1
-                        current = {}
-                    key = k
-                    current[field] = tar.extractfile(member).read()
-                if current:
-                    yield _decode(current)
+                for sample in _samples(tar):
                     samples += 1
+                    chunk = _decode(sample, rename, keep)
+                    if chunk is not None:
+                        yield chunk
             while reader.read(1 << 20):  # hash whatever trails the tar end marker
                 pass
     except FileNotFoundError:
-        raise ShardError(f"shard {path} is missing; delete {folder} to rebuild the shards") from None
+        raise ShardError(f"shard {path} is missing; {rebuild} to rebuild the shards") from None
     except (tarfile.TarError, KeyError, ValueError, EOFError) as e:
-        raise ShardError(f"shard {path} is corrupted or truncated ({e}); delete {folder} to rebuild") from None
+        raise ShardError(f"shard {path} is corrupted or truncated ({e}); {rebuild} to rebuild") from None
     if samples != entry["samples"]:
         raise ShardError(
             f"shard {path} holds {samples} samples but {folder / 'manifest.json'} lists {entry['samples']}; "
-            f"it is truncated or was replaced: delete {folder} to rebuild"
+            f"it is truncated or was replaced: {rebuild} to rebuild"
         )
     if reader.sha.hexdigest() != entry["sha256"]:
         raise ShardError(
             f"shard {path} has sha256 {reader.sha.hexdigest()[:12]}... but {folder / 'manifest.json'} lists "
-            f"{entry['sha256'][:12]}...; its bytes changed after it was written: delete {folder} to rebuild"
+            f"{entry['sha256'][:12]}...; its bytes changed after it was written: {rebuild} to rebuild"
         )
 
 
-def _decode(sample: dict[str, bytes]) -> Chunk:
+def _samples(tar: tarfile.TarFile) -> Iterator[dict[str, bytes]]:
+    """The tar's members grouped by key, in order: {field: bytes} per WebDataset sample."""
+    current: dict[str, bytes] = {}
+    key = None
+    for member in tar:
+        k, _, field = member.name.partition(".")
+        if key is not None and k != key:
+            yield current
+            current = {}
+        key = k
+        current[field] = tar.extractfile(member).read()
+    if current:
+        yield current
+
+
+def _decode(sample: dict[str, bytes], rename: dict[str, Any] | None, keep: set[str] | None) -> Chunk | None:
+    """The sample as a Chunk, renamed; None for a video not in `keep` (its frames are not decoded)."""
     meta = json.loads(sample["meta.json"])
+    video, scene = meta["video"], meta["scene"]
+    if rename is not None:  # a KeyError (a scene the manifest does not map) reads as a corrupted shard
+        video, scene = rename["prefix"] + video, rename["scenes"][scene]
+    if keep is not None and video not in keep:
+        return None
     frames = np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False)
     labels = np.load(io.BytesIO(sample["labels.npy"]), allow_pickle=False)
-    return Chunk(meta["video"], meta["scene"], meta["start"], frames, labels)
+    return Chunk(video, scene, meta["start"], frames, labels)
 
 
 def video_windows(chunks: Iterator[Chunk], frames: int, stride: int, cover_all: bool, lengths: dict[str, int]) -> Iterator[Chunk]:

@@ -6,6 +6,7 @@
 
 Labels come from the dataset's own `UCSDped2.m`; the other label files (ped2.mat, the .npy, the pixel
 masks) are cross-checked against it in the tests.
+The development split ("dev") is made from held-out training videos: `vadcore.data.devsplit`.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vadcore.data.base import Benchmark, Split, Video, fingerprint_files
+from vadcore.data.base import DEV, Split, Video, fingerprint_files
 from vadcore.data.decode import iter_image_folder, list_frames
+from vadcore.data.devsplit import DevFromTraining
 from vadcore.errors import DataError
 
 _FOLDERS = {"train": "training/frames", "test": "testing/frames"}
@@ -45,7 +47,7 @@ def ranges_to_labels(ranges: list[tuple[int, int]], n_frames: int, where: str) -
     return labels
 
 
-class Ped2(Benchmark):
+class Ped2(DevFromTraining):
     name = "ped2"
 
     @property
@@ -65,6 +67,8 @@ class Ped2(Benchmark):
         return dirs
 
     def videos(self, split: Split) -> list[Video]:
+        if split == DEV:
+            return self.dev_videos()
         dirs = self._video_dirs(split)
         label_file = self.root / "UCSDped2.m"
         ranges = parse_ucsd_m(label_file) if split == "test" else None
@@ -82,6 +86,8 @@ class Ped2(Benchmark):
         return out
 
     def fingerprint(self, split: Split) -> str:
+        if split == DEV:
+            return self.dev_fingerprint()
         files = [f for d in self._video_dirs(split) for f in list_frames(d)]
         if split == "test":
             files.append(self.root / "UCSDped2.m")

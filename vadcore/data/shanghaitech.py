@@ -5,6 +5,7 @@
     shanghaitech/testing/test_frame_mask/SS_VVVV.npy    0/1 per test frame
 
 The scene id is SS (13 scenes), used as the class of HGAD's unified prior.
+The development split ("dev") is made from held-out training videos: `vadcore.data.devsplit`.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vadcore.data.base import Benchmark, Split, Video, fingerprint_files
+from vadcore.data.base import DEV, Split, Video, fingerprint_files
 from vadcore.data.decode import frames_matching_labels, iter_image_folder, iter_video_file, list_frames
+from vadcore.data.devsplit import DevFromTraining
 from vadcore.errors import DataError
 
 _MASKS = "testing/test_frame_mask"
@@ -38,7 +40,7 @@ def load_test_labels(root: Path) -> dict[str, np.ndarray]:
     return out
 
 
-class ShanghaiTech(Benchmark):
+class ShanghaiTech(DevFromTraining):
     name = "shanghaitech"
 
     @property
@@ -70,6 +72,8 @@ class ShanghaiTech(Benchmark):
         return dirs
 
     def videos(self, split: Split) -> list[Video]:
+        if split == DEV:
+            return self.dev_videos()
         if split == "train":
             out = []
             for src in self._train_sources():
@@ -85,6 +89,8 @@ class ShanghaiTech(Benchmark):
         return out
 
     def fingerprint(self, split: Split) -> str:
+        if split == DEV:
+            return self.dev_fingerprint()
         if split == "train":
             srcs = self._train_sources()
             files = [f for s in srcs for f in ([s] if s.is_file() else list_frames(s))]

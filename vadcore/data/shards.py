@@ -7,16 +7,28 @@ Every later stage reads shards only. A sample is a chunk of up to `CHUNK` consec
     {key}.meta.json    {"video", "scene", "start", "n"}
 
 A shard holds whole videos only (it closes at a video boundary), so a loader worker that owns a shard sees
-every window of its videos and the test loader drops no frame. The manifest records counts per video and a
-sha256 per shard; the loader verifies both while streaming.
+every window of its videos and the test loader drops no frame. The manifest records counts per video, and per
+shard its sha256, sample count and videos; the loader verifies the first two while streaming, and yields the
+samples of those videos only.
+
+Two kinds of shard folder hold no tar of their own, only a manifest over another folder's shards (each entry's
+`path` relative to its own folder, its sha256 copied, so the loader verifies the same bytes):
+
+* a composite benchmark's (`vadcore.data.composite`, "ped2+avenue"): its members' shards at the same size and
+  channels, each entry with a `rename` ({"prefix": video id prefix, "scenes": {member scene: composite scene}})
+  the loader applies to every sample, so the members' frames are decoded and stored once, whoever reads them;
+* a scene subset's (`ShardSpec.scenes`, `data.scenes`): the whole benchmark's shards that hold a listed scene,
+  and only those scenes' videos in `per_video` and in each entry's `videos` (the loader yields nothing else).
 
     python -m vadcore shard ped2 --data-root ../shared/data --profile smoke
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +39,7 @@ import numpy as np
 from vadcore import atomic
 from vadcore.configtools import stable_hash
 from vadcore.data.base import Benchmark, Split, Video
+from vadcore.data.composite import Composite, scene_name, video_id
 from vadcore.errors import DataError
 
 SHARD_FORMAT = 1
@@ -44,9 +57,13 @@ class ShardSpec:
     height: int
     width: int
     channels: int  # 1 = grey, 3 = RGB
+    scenes: tuple[str, ...] = ()  # only these scenes' videos (data.scenes); () = every scene
 
     def folder(self, cache_root: Path, fingerprint: str) -> Path:
-        key = stable_hash({**asdict(self), "source": fingerprint, "format": SHARD_FORMAT}, 8)
+        fields = asdict(self)
+        if not self.scenes:  # every scene: the key of the folders written before scene subsets existed
+            del fields["scenes"]
+        key = stable_hash({**fields, "source": fingerprint, "format": SHARD_FORMAT}, 8)
         return cache_root / "shards" / self.benchmark / f"{self.split}-{self.height}x{self.width}-c{self.channels}-{key}"
 
 
@@ -118,13 +135,14 @@ def _write(bench: Benchmark, spec: ShardSpec, fingerprint: str, out: Path, show_
     per_video: dict[str, dict[str, Any]] = {}
     writer = None
     shard_path = None
-    shard_samples = shard_videos = 0
+    shard_samples = 0
+    shard_ids: list[str] = []
 
     def close() -> None:
         nonlocal writer
         if writer is not None:
             writer.close()
-            shards.append({"path": shard_path.name, "sha256": _sha256(shard_path), "samples": shard_samples})
+            shards.append({"path": shard_path.name, "sha256": _sha256(shard_path), "samples": shard_samples, "videos": shard_ids})
             writer = None
 
     with progress_bar(f"shard {spec.benchmark}/{spec.split}", total=len(videos), enabled=show_progress) as advance:
@@ -132,7 +150,7 @@ def _write(bench: Benchmark, spec: ShardSpec, fingerprint: str, out: Path, show_
             if writer is None:
                 shard_path = out / f"shard-{len(shards):05d}.tar"
                 writer = wds.TarWriter(str(shard_path))
-                shard_samples = shard_videos = 0
+                shard_samples, shard_ids = 0, []
             n = anomalous = 0
             for sample, frames, bad in _chunks(video, spec):
                 writer.write(sample)
@@ -140,11 +158,15 @@ def _write(bench: Benchmark, spec: ShardSpec, fingerprint: str, out: Path, show_
                 n += frames
                 anomalous += bad
             per_video[video.id] = {"frames": n, "anomalous": anomalous, "scene": video.scene}
-            shard_videos += 1
-            if shard_path.stat().st_size >= SHARD_BYTES or shard_videos >= per_shard_videos:
+            shard_ids.append(video.id)
+            if shard_path.stat().st_size >= SHARD_BYTES or len(shard_ids) >= per_shard_videos:
                 close()
             advance(1)
         close()
+    return _manifest(spec, fingerprint, per_video, shards)
+
+
+def _manifest(spec: ShardSpec, fingerprint: str, per_video: dict[str, dict[str, Any]], shards: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {
         "benchmark": spec.benchmark,
         "split": spec.split,
@@ -158,13 +180,63 @@ def _write(bench: Benchmark, spec: ShardSpec, fingerprint: str, out: Path, show_
         "anomalous": sum(v["anomalous"] for v in per_video.values()),
         "per_video": per_video,
         "shards": shards,
+        **extra,
     }
+
+
+def _entry_from(source: Path, entry: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A shard entry of `source`'s manifest as an entry of `folder`'s: the same shard, its path relative to `folder`
+    (both lie under the cache's shards/, so the cache can move)."""
+    return {**entry, "path": os.path.relpath(os.path.normpath(source / entry["path"]), folder)}
+
+
+def _composite(bench: Composite, spec: ShardSpec, fingerprint: str, cache_root: Path, folder: Path, show_progress: bool) -> dict[str, Any]:
+    """The manifest of a composite benchmark: each member's shards (written now if absent, by `ensure_shards` at
+    the composite's size and channels), renamed to the composite's video ids and scenes."""
+    from vadcore.data.loader import load_manifest
+
+    per_video: dict[str, dict[str, Any]] = {}
+    shards: list[dict[str, Any]] = []
+    members = {}
+    for member in bench.members:
+        source, _ = ensure_shards(member, dataclasses.replace(spec, benchmark=member.name), cache_root, show_progress=show_progress)
+        m = load_manifest(source)
+        members[member.name] = source.name
+        rename = {"prefix": video_id(member.name, ""), "scenes": {s: scene_name(member.name, s) for s in sorted({v["scene"] for v in m["per_video"].values()})}}
+        per_video.update({video_id(member.name, v): {**info, "scene": rename["scenes"][info["scene"]]} for v, info in m["per_video"].items()})
+        for entry in m["shards"]:
+            renamed = {"videos": [video_id(member.name, v) for v in entry["videos"]]} if "videos" in entry else {}
+            shards.append({**_entry_from(source, entry, folder), **renamed, "rename": rename})
+    return _manifest(spec, fingerprint, per_video, shards, members=members)
+
+
+def _scene_subset(bench: Benchmark, spec: ShardSpec, fingerprint: str, cache_root: Path, folder: Path, show_progress: bool) -> dict[str, Any]:
+    """The manifest of `spec.scenes` of the benchmark: the whole benchmark's shards (written now if absent) that
+    hold one of those scenes' videos, and only those videos. A listed scene without videos in the split is an error."""
+    from vadcore.data.loader import load_manifest
+
+    source, _ = ensure_shards(bench, dataclasses.replace(spec, scenes=()), cache_root, show_progress=show_progress)
+    m = load_manifest(source)
+    have = sorted({v["scene"] for v in m["per_video"].values()})
+    missing = [s for s in spec.scenes if s not in have]
+    if missing:
+        raise DataError(f"data.scenes: {spec.benchmark} has no {spec.split} videos of scene {missing[0]!r}; "
+                        f"its {spec.split} scenes: {', '.join(have)}")
+    per_video = {v: info for v, info in m["per_video"].items() if info["scene"] in spec.scenes}
+    shards = []
+    for e in m["shards"]:  # an entry without `videos` (written before they were recorded) may hold any of them
+        mine = sorted(per_video.keys() & set(e.get("videos", per_video)))
+        if mine:  # `videos`: what the loader yields from the shard, which also holds other scenes' videos
+            shards.append({**_entry_from(source, e, folder), "videos": mine})
+    return _manifest(spec, fingerprint, per_video, shards, source=source.name, scenes=list(spec.scenes))
 
 
 def ensure_shards(bench: Benchmark, spec: ShardSpec, cache_root: Path, *, show_progress: bool = True) -> tuple[Path, bool]:
     """The shard folder for `spec`, writing it first if absent. Returns (folder, written_now).
 
-    Concurrent callers for the same spec wait on a lock; the folder appears atomically with its manifest.
+    Concurrent callers for the same spec wait on a lock; the folder appears atomically with its manifest. A
+    composite benchmark's folder and a scene subset's hold a manifest only, over shards this writes (once) in
+    the members' or the whole benchmark's folders.
     """
     fingerprint = bench.fingerprint(spec.split)
     folder = spec.folder(cache_root, fingerprint)
@@ -175,7 +247,12 @@ def ensure_shards(bench: Benchmark, spec: ShardSpec, cache_root: Path, *, show_p
             return folder, False
         t0 = time.perf_counter()
         with atomic.staging_dir(folder) as tmp:
-            manifest = _write(bench, spec, fingerprint, tmp, show_progress)
+            if spec.scenes:
+                manifest = _scene_subset(bench, spec, fingerprint, cache_root, folder, show_progress)
+            elif isinstance(bench, Composite):
+                manifest = _composite(bench, spec, fingerprint, cache_root, folder, show_progress)
+            else:
+                manifest = _write(bench, spec, fingerprint, tmp, show_progress)
             manifest["write_seconds"] = round(time.perf_counter() - t0, 3)
             atomic.write_json(tmp / "manifest.json", manifest)
     return folder, True

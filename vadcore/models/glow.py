@@ -345,7 +345,7 @@ def nll_map(flow_out: FlowOutput, prior: nn.Module, input_dim: int) -> Tensor:
 
     Each position owns the input block it was squeezed from; its NLL is its z's log-density, its share of
     every logdet and of the split-off halves. Needs a prior that factorises over positions
-    (``prior.log_prob_map``: N(0, I)); a mixture over the whole z (HGAD) has no per-position density.
+    (``prior.log_prob_map``: N(0, I), per-position HGAD); a mixture over the whole z (HGAD) has none.
     """
     b, h, w = flow_out.jac_map.shape
     z = flow_out.z.view(b, -1, h, w)  # (B, D_top) -> (B, C_top, H_top, W_top)
