@@ -10,27 +10,31 @@ default:
     @just --list
 
 # the fast test suite (CI runs this), inside a private network namespace (see `netns`)
+[positional-arguments]
 test *ARGS:
-    @{{just_executable()}} netns {{python}} -m pytest -q {{ARGS}}
+    @{{just_executable()}} netns {{python}} -m pytest -q "$@"
 
 # Run a command where Ray's servers can bind only loopback: Ray 2.60 binds every interface, so where unshare
 # allows it the command runs in a private network namespace whose only interface is loopback.
+# Arguments travel as "$@" (positional-arguments), so `just test -k "a or b"` keeps its quoting.
 [private]
+[positional-arguments]
 netns *CMD:
     #!/usr/bin/env bash
     set -euo pipefail
     if command -v unshare >/dev/null && command -v ip >/dev/null && unshare -rn true 2>/dev/null; then
-      exec unshare -rn sh -c 'ip link set lo up && exec "$@"' sh {{CMD}}
+      exec unshare -rn sh -c 'ip link set lo up && exec "$@"' sh "$@"
     fi
     echo "note: no private network namespace here (unshare -rn); Ray binds this machine's interfaces" >&2
-    exec {{CMD}}
+    exec "$@"
 
 # Head on 127.0.0.1, worker on 127.0.0.2 in its own mount namespace, 1 CPU each, token auth, inside the private
 # network namespace of `just test`. Checks trials on both nodes, one shared results folder and stage cache, and
 # that a results folder only the head sees fails the job naming the node (tests/cluster/test_two_nodes.py).
 # a real two-node Ray cluster on this machine, and `ray job submit --working-dir .` of ablation-paths against it
+[positional-arguments]
 cluster-test *ARGS:
-    {{just_executable()}} test -m cluster tests/cluster {{ARGS}}
+    {{just_executable()}} test -m cluster tests/cluster "$@"
 
 # long accuracy runs, on purpose
 test-slow *ARGS:
@@ -53,8 +57,9 @@ describe profile="paper" benchmark="synthetic":
     {{python}} -m vadcore describe --benchmark {{benchmark}} --profile {{profile}}
 
 # every performance figure in one run, kept in results/bench/ (bench.parquet, report.md): just bench | just bench --quick
+[positional-arguments]
 bench *ARGS:
-    @{{just_executable()}} netns {{python}} benchmarks/bench.py {{ARGS}}
+    @{{just_executable()}} netns {{python}} benchmarks/bench.py "$@"
 
 # run a sweep (synthetic benchmark, smoke profile unless the file says otherwise): just sweep ablation-paths
 sweep NAME *ARGS:
