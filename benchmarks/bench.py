@@ -63,8 +63,10 @@ class Figure:
 
     @property
     def passed(self) -> bool | None:
-        if self.target is None or self.value is None:
-            return None if self.value is not None else False if self.target is not None else None
+        if self.target is None:
+            return None  # informational
+        if self.value is None:
+            return False  # a promised figure that could not be measured
         return self.value >= self.target if self.op == ">=" else self.value <= self.target
 
     @property
