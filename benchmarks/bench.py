@@ -281,23 +281,17 @@ RUNNERS: dict[str, Callable[[Mode], list[Figure]]] = {
 
 
 def machine() -> dict[str, Any]:
-    import importlib.metadata as md
+    from vadcore.pipeline import versions  # the same package versions every trial.json records
 
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    versions = {"python": platform.python_version()}
-    for pkg in ("torch", "ray", "deepspeed", "numpy"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
     git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "versions": json.dumps(versions, sort_keys=True), "commit": git("rev-parse", "--short=12", "HEAD"),
+            "versions": json.dumps(versions(), sort_keys=True), "commit": git("rev-parse", "--short=12", "HEAD"),
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
