@@ -299,6 +299,8 @@ def _protocol_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
              ["local excess NLL in S (not in the paper)", f"score.lambda_local = {r.get('config.score.lambda_local', '—')} "
                                                           f"(paths {r.get('config.score.local_paths', '—')}, "
                                                           f"patch {r.get('config.score.local_patch', '—')}); 0 = the paper's Eq. 9"],
+             ["temporal smoothing (not in the paper)", f"score.smooth = {r.get('config.score.smooth', '—')}: sigma in frames of a Gaussian over each "
+                                                       "video's R, L and local L before the min-max, floors smoothed alike; 0 = the paper"],
              ["dropped frames", "none" if prot.get("dropped_frames") == 0 else prot.get("dropped_frames", "—")],
              ["test stride", r.get("config.data.test_stride", "—")]]
     items += [[f"{f.label} ({f.benchmark}, {f.frames} frames)",

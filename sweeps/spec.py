@@ -11,6 +11,7 @@ the file and the variant named.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -372,12 +373,21 @@ def check(spec: SweepSpec, benchmarks: tuple[str, ...] | None = None, profile: s
                 raise ConfigError(f"{spec.path}: {label} on benchmark {bench!r} is not a valid trial: {e}") from None
 
 
+def with_seeds(spec: SweepSpec, seeds: list[int] | None) -> SweepSpec:
+    """The sweep with `--seeds` in place of its file's `seeds` (None: unchanged): more seeds of the same trials."""
+    if seeds is None:
+        return spec
+    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= s <= SEED_MAX for s in seeds):
+        raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: give one or more distinct seeds in [0, {SEED_MAX}]")
+    return dataclasses.replace(spec, seeds=tuple(seeds))
+
+
 def check_extra_sets(spec: SweepSpec, extra_sets: list[str] | None) -> None:
     """--set applies to every trial, after the sweep's seeds: `--set seed=...` would run every seed's trial
     with one seed, in folders named after the others."""
     if extra_sets and "seed" in parse_sets(extra_sets):
         raise ConfigError(f"{spec.path}: --set seed=... is not allowed: the sweep's seeds = {list(spec.seeds)} set each trial's seed; "
-                          "list the seeds in the sweep's top-level `seeds = [...]` instead")
+                          "list the seeds in the sweep's top-level `seeds = [...]` or pass --seeds instead")
     per_scene = [v.name for v in spec.grid if v.per_scene]
     if extra_sets and per_scene and "scenes" in parse_sets(extra_sets).get("data", {}):
         raise ConfigError(f"{spec.path}: --set data.scenes=... is not allowed: variant {per_scene[0]!r} has per_scene = true, "

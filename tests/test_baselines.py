@@ -8,6 +8,7 @@ import pytest
 from vadcore.baselines import baseline_aucs, baseline_scores, frame_difference, position
 from vadcore.data import get_benchmark
 from vadcore.data.shards import CHUNK, ShardSpec, ensure_shards
+from vadcore.scoring import smooth_in_videos
 from vadcore.testing import ArrayBenchmark
 
 
@@ -110,3 +111,17 @@ def test_trials_record_the_floors_of_a_stage_built_once_per_split(tmp_path):
     assert again["stages"]["baselines"]["status"] == again["stages"]["baselines_dev"]["status"] == "reused"
     assert again["metrics"]["baselines"] == first["metrics"]["baselines"]
     assert json.loads((tmp_path / "t2" / "trial.json").read_text())["metrics"]["dev_baselines"] == first["metrics"]["dev_baselines"]
+
+
+def test_a_smoothed_trial_reads_floors_smoothed_alike():
+    """One isolated fast frame (1) outscores the two anomalous ones (3, 4) raw; smoothed over time (sigma 1) the
+    anomalous pair lifts its neighbourhood above the lone spike. baseline_aucs(smooth=...) smooths each video's
+    series first, exactly as `score.smooth` does to a variant's parts."""
+    labels = np.array([0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0], np.uint8)
+    videos = np.repeat(["a", "b"], 6)
+    scores = {"video": videos, "label": labels, "frame_difference": np.array([0, 5, 0, 4, 4, 0, 0, 0, 1, 1, 3, 1.0]),
+              "position": np.r_[position(6), position(6)]}
+    raw, smoothed = baseline_aucs(scores), baseline_aucs(scores, smooth=1.0)
+    by_hand = baseline_aucs({**scores, **{b: smooth_in_videos(scores[b], videos, 1.0) for b in ("frame_difference", "position")}})
+    assert smoothed == by_hand
+    assert smoothed["frame_difference"]["auc_micro"] > raw["frame_difference"]["auc_micro"]

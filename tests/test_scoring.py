@@ -12,6 +12,7 @@ from vadcore.scoring import (
     minmax,
     mog2_foreground,
     recon_error,
+    smooth_in_videos,
 )
 
 
@@ -141,6 +142,35 @@ def test_eq9_by_hand():
     np.testing.assert_allclose(anomaly_score(r, l, v, ScoreConfig(lambda_L=2.0), local).score, s.score)
 
 
+def test_smoothing_stays_inside_each_video():
+    v = np.array(["a"] * 9 + ["b"] * 9)
+    x = np.zeros(18)
+    x[4] = 1.0  # an impulse in the middle of video a
+    s = smooth_in_videos(x, v, 1.0)
+    g = np.exp(-0.5 * np.arange(-4, 5) ** 2)  # scipy's Gaussian: truncated at 4 sigma, normalised to sum 1
+    np.testing.assert_allclose(s[:9], g / g.sum())
+    np.testing.assert_array_equal(s[9:], 0)  # video b never sees a's impulse
+    np.testing.assert_array_equal(smooth_in_videos(x, v, 0.0), x)
+    ramp = np.r_[np.full(9, 3.0), np.arange(9.0)]  # a constant stays; a line keeps its values away from the ends
+    s = smooth_in_videos(ramp, v, 1.0)
+    np.testing.assert_allclose(s[:9], 3.0)
+    np.testing.assert_allclose(s[13:14], [4.0])
+    assert s[9] > ramp[9]  # the end frame is repeated beyond the edge: the first frame rises towards its successors
+
+
+def test_eq9_smooths_each_part_before_its_min_max():
+    rng = np.random.default_rng(0)
+    r, l, local = rng.random((3, 40))
+    v = np.repeat([0, 1], 20)
+    for normalise in ("video", "global"):
+        cfg = ScoreConfig(lambda_L=2.0, lambda_local=0.5, smooth=2.0, normalise=normalise)
+        s = anomaly_score(r, l, v, cfg, local)
+        plain = anomaly_score(*(smooth_in_videos(t, v, 2.0) for t in (r, l)), v, ScoreConfig(lambda_L=2.0, lambda_local=0.5, normalise=normalise),
+                              smooth_in_videos(local, v, 2.0))
+        np.testing.assert_allclose(s.score, plain.score)
+        np.testing.assert_allclose(s.local, plain.local)
+
+
 def test_local_nll_by_hand():
     excess = np.zeros((2, 3, 4))
     excess[0, 0, 0] = 8.0  # frame 0: one hot position in a corner
@@ -156,7 +186,8 @@ def test_local_nll_by_hand():
     "kwargs, field",
     [({"normalise": "scene"}, "score.normalise"), ({"background": "knn"}, "score.background"),
      ({"patch": -1}, "score.patch"), ({"lambda_L": -0.5}, "score.lambda_L"),
-     ({"lambda_local": float("nan")}, "score.lambda_local"), ({"local_patch": 0}, "score.local_patch")],
+     ({"lambda_local": float("nan")}, "score.lambda_local"), ({"local_patch": 0}, "score.local_patch"),
+     ({"smooth": -1.0}, "score.smooth")],
 )
 def test_config_validate_names_field(kwargs, field):
     ScoreConfig().validate()

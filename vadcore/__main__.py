@@ -49,7 +49,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     if DEV in splits and not bench.has_dev:
         raise ConfigError(f"--split {DEV}: benchmark {args.benchmark!r} has no development split")
     for split in dict.fromkeys(splits):
-        spec = ShardSpec(args.benchmark, split, cfg.data.height, cfg.data.width, cfg.data.channels)
+        spec = ShardSpec(args.benchmark, split, cfg.data.height, cfg.data.width, cfg.data.channels, cfg.data.scenes)
         folder, written = ensure_shards(bench, spec, cache_root(args.cache))
         m = load_manifest(folder)
         state = "written" if written else "already present, nothing to do"

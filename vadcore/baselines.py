@@ -23,6 +23,7 @@ import numpy as np
 
 from vadcore.data.loader import iter_shard, load_manifest
 from vadcore.evaluate import frame_auc_report
+from vadcore.scoring import ScoreConfig
 
 BASELINES = ("frame_difference", "position")
 AUCS = ("auc_micro", "auc_micro_global", "auc_macro")
@@ -74,15 +75,17 @@ def baseline_scores(folder: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in cols.items()}
 
 
-def baseline_aucs(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def baseline_aucs(scores: dict[str, np.ndarray], smooth: float = 0.0) -> dict[str, dict[str, float]]:
     """{baseline: {auc_micro, auc_micro_global, auc_macro}}, each baseline evaluated as the variants' S is.
 
     scores: `baseline_scores`' columns. `frame_auc_report` with the baseline as R and no L gives S = norm(R):
     min-max within each video for auc_micro, over the split for auc_micro_global (for a raw score, the AUC of
-    the score itself), per-video AUCs for auc_macro.
+    the score itself), per-video AUCs for auc_macro. smooth: the trial's `score.smooth`, so a floor gets the
+    same temporal smoothing as the score it is set beside.
     """
     labels, videos = scores["label"].astype(int), scores["video"]
-    reports = {b: frame_auc_report(labels, videos, scores[b]) for b in BASELINES}
+    cfg = ScoreConfig(smooth=smooth)
+    reports = {b: frame_auc_report(labels, videos, scores[b], cfg=cfg) for b in BASELINES}
     return {b: {k: reports[b][k] for k in AUCS} for b in BASELINES}
 
 

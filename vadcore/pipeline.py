@@ -577,7 +577,10 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
             t0 = time.perf_counter()
             rec = store.get_or_build(name, slices[name], partial(baselines.build_stage, folders[split]), files=(baselines.SCORES_FILE,))
             record(rec, time.perf_counter() - t0)
-            floors[key] = rec.info["aucs"]
+            floors[key] = rec.info["aucs"]  # unsmoothed; a smoothed score is set beside floors smoothed alike
+            if cfg.score.smooth > 0:
+                with np.load(rec.path / baselines.SCORES_FILE) as z:
+                    floors[key] = baselines.baseline_aucs({k: z[k] for k in z.files}, cfg.score.smooth)
 
     t0 = time.perf_counter()
     metrics, scores, final, l, local = evaluate_stage(cfg, bench, scored["score"])

@@ -49,6 +49,15 @@ def test_good_layout_shards_then_second_call_does_nothing(tmp_path, capsys):
     assert code == 0 and "nothing to do" in out
 
 
+def test_a_scene_subset_is_sharded_as_a_trial_would_and_an_unknown_scene_is_named(tmp_path, capsys):
+    _ped2_layout(tmp_path, bad_jpeg=False)
+    args = ("shard", "ped2", "--data-root", str(tmp_path), "--cache", str(tmp_path / "cache"), "--set", "data.height=16", "--set", "data.width=16")
+    code, out = _run(capsys, *args, "--set", 'data.scenes=["ped2"]')
+    assert code == 0 and "ped2/test: 1 videos, 20 frames" in out.replace("\n", " ")
+    code, out = _run(capsys, *args, "--set", 'data.scenes=["plaza"]')
+    assert code == 2 and "plaza" in out and "Traceback" not in out
+
+
 @pytest.mark.parametrize("argv, needle", [
     (("shard", "ped2", "--data-root", "/nonexistent"), "does not exist"),
     (("shard", "ped2", "--profile", "fast"), "unknown profile 'fast'"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sweeps.__main__ import main
-from sweeps.spec import SEARCH_METRICS, TRIAL_METRICS, available, check, expand, load_sweep
+from sweeps.spec import SEARCH_METRICS, TRIAL_METRICS, available, check, expand, load_sweep, with_seeds
 from vadcore.configtools import parse_sets
 from vadcore.errors import ConfigError
 
@@ -223,3 +223,15 @@ def test_unified_prior_has_the_separate_reference():
     plans = expand(load_sweep("unified-prior"))
     assert [p.variant for p in plans] == ["gaussian", "hgad", "hgad-position", "separate@s0", "separate@s1", "separate@s2"]
     assert {p.config.flow.prior.kind for p in plans[3:]} == {"gaussian"}
+
+
+def test_seeds_from_the_command_line_replace_the_files(tmp_path):
+    """`--seeds 2 5 7` runs the same trials with those seeds (the file says 0, 1); nonsense is refused."""
+    spec = load_sweep(write(tmp_path, GRID))
+    assert with_seeds(spec, None) is spec
+    plans = expand(with_seeds(spec, [2, 5, 7]), extra_sets=["itae_train.epochs=1"])
+    assert [(p.variant, p.seed, p.config.seed) for p in plans[:3]] == [("a", 2, 2), ("a", 5, 5), ("a", 7, 7)] and len(plans) == 6
+    assert plans[1].trial_id != expand(spec)[1].trial_id  # a seed's trial has its own folder
+    for bad in ([], [1, 1], [-1], [2**32]):
+        with pytest.raises(ConfigError, match="--seeds"):
+            with_seeds(spec, bad)
