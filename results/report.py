@@ -287,6 +287,12 @@ def _generic_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], sea
         doc.p("baseline rows: floors that need no model (definitions under Protocol), evaluated as the variants' S")
 
 
+def _count_of(rows: list[dict[str, Any]], key: str, which: str) -> str:
+    """'k of n finished trials (which)' for a per-trial flag: variants differ, so no one trial speaks for all."""
+    done = [r for r in rows if r["status"] == "finished"]
+    return f"{sum(bool(r.get(key)) for r in done)} of {len(done)} finished trials ({which})"
+
+
 def _protocol_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
     doc.h("Protocol")
     r = next(r for r in rows if r["status"] == "finished")
@@ -295,7 +301,7 @@ def _protocol_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
              ["auc_macro", prot.get("auc_macro", "—")],
              ["per-video normalisation", f"score.normalise = {r.get('config.score.normalise', '—')} (Eq. 9 min-max within each test video "
                                          "for auc_micro; the reported `auc` follows this setting)"],
-             ["lambda_i from test-set NLL ranges (Eq. 8)", prot.get("lambda_from_test_set", "—")],
+             ["lambda_i from test-set NLL ranges (Eq. 8)", _count_of(rows, "metrics.protocol.lambda_from_test_set", "with both flows")],
              ["local excess NLL in S (not in the paper)", f"score.lambda_local = {r.get('config.score.lambda_local', '—')} "
                                                           f"(paths {r.get('config.score.local_paths', '—')}, "
                                                           f"patch {r.get('config.score.local_patch', '—')}); 0 = the paper's Eq. 9"],

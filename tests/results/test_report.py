@@ -34,6 +34,7 @@ def test_markdown_has_table3_beside_ours(published):
     assert cells[10:13] == ["—", ".973", "—"]  # mot-flow failed: no number of ours
     assert any(line.startswith("| avenue |") and ".820" in line for line in md.splitlines())  # paper rows always shown
     assert "dropped frames | none" in md and "RuntimeError: boom" in md
+    assert "lambda_i from test-set NLL ranges (Eq. 8) | 4 of 4 finished trials (with both flows) |" in md  # counted, not one trial's flag
     for name in ("roc-ped2", "timeline-ped2"):
         assert f"report_files/{name}.png" in md and (root / "report_files" / f"{name}.png").is_file()
 
