@@ -287,6 +287,36 @@ def _generic_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], sea
         doc.p("baseline rows: floors that need no model (definitions under Protocol), evaluated as the variants' S")
 
 
+DEV_CHECK = ("auc_micro", "auc_micro_global")  # the protocols the development-split check sets side by side
+
+
+def _dev_section(doc: Doc, rows: list[dict[str, Any]], order: list[str]) -> None:
+    """A grid sweep that scored the development split (`data.dev`): each variant's dev AUCs beside its test AUCs,
+    the floors on both, and how the two rank the finished trials. It checks the split (does it order models as
+    the test set does?); a setting chosen by its test columns would be chosen on test labels."""
+    done = [r for r in rows if r["status"] == "finished" and _num(r.get("metrics.dev_auc_micro")) is not None]
+    if not done:
+        return
+    doc.h("Development split beside the test set")
+    doc.p("dev: the development split, which choices are made on (held-out training videos and pseudo-anomalous copies); "
+          "test: the held-out test videos. Mean ± "
+          "std over seeds. This checks the development split, it is not a way to choose: a choice read off the test "
+          "columns is a choice on test labels.")
+    table = [[b, v, ",".join(str(r["seed"]) for r in rs), *(_mean_std([r.get(f"metrics.{p}{k}") for r in rs]) for p in ("dev_", "") for k in DEV_CHECK)]
+             for (b, v), rs in sorted(_groups(done).items(), key=lambda kv: (_bench_key(kv[0][0]), order.index(kv[0][1])))]
+    dev_floors = {(f.benchmark, f.frames, f.name): f for f in _floors(done, "dev_")}
+    table += [[f.benchmark, f"{f.label}, {f.frames}", "—", *(_mean_std([d.aucs[k]]) for k in DEV_CHECK), *(_mean_std([f.aucs[k]]) for k in DEV_CHECK)]
+              for f in _floors(done) if (d := dev_floors.get((f.benchmark, f.frames, f.name)))]
+    doc.table(["benchmark", "variant", "seeds", *(f"dev {k}" for k in DEV_CHECK), *(f"test {k}" for k in DEV_CHECK)], table)
+    for b in sorted({r["benchmark"] for r in done}, key=_bench_key):
+        pairs = {k: [(_num(r.get(f"metrics.dev_{k}")), _num(r.get(f"metrics.{k}"))) for r in done if r["benchmark"] == b] for k in DEV_CHECK}
+        n = len(pairs[DEV_CHECK[0]])
+        if n >= 3 and all(None not in pair for ps in pairs.values() for pair in ps):
+            doc.p(f"{b}: Spearman rank correlation of dev with test over the {n} finished trials: "
+                  + ", ".join(f"{k} {_spearman(*map(list, zip(*ps))):+.3f}" for k, ps in pairs.items())
+                  + " (1: the development split orders the trials as the test set does; near 0: it cannot choose between them)")
+
+
 def _count_of(rows: list[dict[str, Any]], key: str, which: str) -> str:
     """'k of n finished trials (which)' for a per-trial flag: variants differ, so no one trial speaks for all."""
     done = [r for r in rows if r["status"] == "finished"]
@@ -687,6 +717,8 @@ def report(sweep_dir: str | Path) -> dict[str, Path]:
             _timeline_section(doc, sweep_dir, rows, key)
         if search:
             _search_section(doc, sweep_dir, rows, objective)
+        else:
+            _dev_section(doc, rows, order)
         priors = {r.get("config.flow.prior.kind") for r in rows if r["status"] == "finished"}
         if name == "unified-prior" or len(priors - {None}) > 1:
             _scene_section(doc, sweep_dir, rows, order)

@@ -351,3 +351,26 @@ def test_unified_prior_report_without_homogeneous_metrics_says_so(tmp_path):
     md = publish(root)["report_md"].read_text()
     assert "synthetic: no trial reports metrics.homogeneous" in md and "| synthetic: scene |" not in md
     assert _table_rows(md, "synthetic: variant")["separate (prior gaussian, a model per scene)"][1] == ".967 / .967 / 1.000"
+
+
+def test_a_grid_that_scored_the_dev_split_sets_it_beside_the_test_set(tmp_path, published):
+    """Dev AUCs that rank the trials exactly against the test set's: Spearman -1 under both protocols, the
+    floors on both splits, one row per variant. A sweep without dev numbers has no such section."""
+    import json
+
+    from results.report import AUCS
+
+    assert "Development split beside the test set" not in published[2]["report_md"].read_text()
+    root = make_fake_sweep(tmp_path / "results", "ablation-paths", seeds=(0, 1))
+    for d in sorted(root.glob("trials/*")):
+        t = json.loads((d / "trial.json").read_text())
+        m = t["metrics"]
+        m.update(dev_auc_micro=2 - m["auc_micro"], dev_auc_micro_global=2 - m["auc_micro_global"],
+                 baselines={"frame_difference": dict(zip(AUCS, (0.85, 0.7, 0.9)))}, dev_baselines={"frame_difference": dict(zip(AUCS, (0.95, 0.9, 0.97)))})
+        (d / "trial.json").write_text(json.dumps(t))
+    md = publish(root)["report_md"].read_text()
+    rows = _table_after(md, "## Development split beside the test set")
+    assert [r.split("|")[2].strip() for r in rows] == ["app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows", "baseline: frame difference, 32x?"]
+    assert rows[0].split("|")[4].strip() == f"{2 - 0.901:.4f} ± 0.0014"  # dev auc_micro of seeds 0 and 1: 1.1, 1.098
+    assert [c.strip() for c in rows[-1].split("|")[4:8]] == ["0.9500", "0.9000", "0.8500", "0.7000"]
+    assert "over the 10 finished trials: auc_micro -1.000, auc_micro_global -1.000" in md
