@@ -492,6 +492,14 @@ def _optuna(spec: SweepSpec, root: Path, bench: str, default: dict[str, Any] | N
                         sampler=optuna.samplers.TPESampler(seed=spec.search.seed), points_to_evaluate=[default] if default else None)
 
 
+def progress_metric(spec: SweepSpec, plans: list[TrialPlan]) -> tuple[str, str]:
+    """(metric, mode) of the progress lines' "best": a search's objective; a grid's development-split AUC when every
+    trial scores that split (choices are made there, so the test AUC waits for the summary), else its test AUC."""
+    if spec.search:
+        return spec.search.metric, spec.search.mode
+    return ("dev_auc" if plans and all(p.config.data.dev for p in plans) else "auc"), "max"
+
+
 def _fit(spec, opts, root, param_space, plans, bench, shared, total, console, *, search) -> None:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -501,7 +509,7 @@ def _fit(spec, opts, root, param_space, plans, bench, shared, total, console, *,
         s = spec.scheduler
         scheduler = ASHAScheduler(metric="itae_loss", mode="min", time_attr="itae_epoch", grace_period=s.grace_period,  # see rung()
                                   max_t=s.max_t, reduction_factor=s.reduction_factor, stop_last_trials=False)
-    metric, mode = (spec.search.metric, spec.search.mode) if spec.search else ("auc", "max")
+    metric, mode = progress_metric(spec, plans)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, spec=spec, plans=plans, bench=bench, opts=shared),
         # a trial that drives Ray Train workers holds no CPU (they hold theirs); Ray wants a non-empty request: 1 byte

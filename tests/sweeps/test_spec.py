@@ -235,3 +235,15 @@ def test_seeds_from_the_command_line_replace_the_files(tmp_path):
     for bad in ([], [1, 1], [-1], [2**32]):
         with pytest.raises(ConfigError, match="--seeds"):
             with_seeds(spec, bad)
+
+
+def test_progress_shows_the_dev_auc_of_a_grid_that_scores_the_dev_split(tmp_path):
+    """Choices are made on the development split: a grid whose trials all score it reports its best dev AUC while it
+    runs, not the test AUC; otherwise the test AUC; a search its objective."""
+    from sweeps.runner import progress_metric
+
+    spec = load_sweep(write(tmp_path, GRID))
+    assert progress_metric(spec, expand(spec)) == ("auc", "max")
+    assert progress_metric(spec, expand(spec, extra_sets=["data.dev=true"])) == ("dev_auc", "max")
+    search = load_sweep("search")
+    assert progress_metric(search, []) == (search.search.metric, search.search.mode)
