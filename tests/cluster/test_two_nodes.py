@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,7 +36,7 @@ import pytest
 
 from sweeps.runner import collect, stage_counts
 from tests.sweeps.test_resume import _kill_group
-from vadcore.testing import TINY, wait_until
+from vadcore.testing import GATE_ENV, TINY, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -69,14 +70,34 @@ class Cluster:
         rows = self.api("/api/v0/nodes?limit=100")["data"]["result"]["result"]
         return {n["node_ip"]: n["node_id"] for n in rows if n["state"] == "ALIVE"}
 
-    def submit(self, job: str, *sweep_args: str) -> tuple[dict, str]:
+    def submit(self, job: str, *sweep_args: str, hold: int = 0) -> tuple[dict, str]:
         """The README's command against this cluster; it blocks until the job ends (the barrier). Returns the job
-        server's record of the job (status, driver_exit_code, message) and the command's output (the job's log)."""
+        server's record of the job (status, driver_exit_code, message) and the command's output (the job's log).
+
+        hold: the job's trials wait at `vadcore.testing.trial_gate` (a gate folder both nodes see, given to this job
+        alone through its runtime env) until `hold` of them wait at once, then all go: with one CPU per node and a
+        trial needing one, two trials held together are on both nodes, however fast either node is."""
         sets = [a for s in TINY for a in ("--set", s)]
-        p = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--submission-id", job, "--working-dir", ".",
-                            "--", "python", "-m", "sweeps", "run", "ablation-paths", *sets, *sweep_args],
-                           cwd=REPO, env=self.env, capture_output=True, text=True, timeout=JOB_S)
-        return self.api(f"/api/jobs/{job}"), p.stdout + p.stderr
+        gate = self.shared / f"gate-{job}"
+        runtime = ["--runtime-env-json", json.dumps({"env_vars": {GATE_ENV: str(gate)}})] if hold else []
+        gate.mkdir()
+        p = subprocess.Popen([str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--submission-id", job, "--working-dir", ".",
+                              *runtime, "--", "python", "-m", "sweeps", "run", "ablation-paths", *sets, *sweep_args],
+                             cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if hold:
+            wait_until(lambda: len(list(gate.glob("*.waiting"))) >= hold or p.poll() is not None, JOB_S, f"{hold} trials held at once")
+            for_all = threading.Thread(target=_open_gates, args=(gate, p), daemon=True)
+            for_all.start()
+        out = p.communicate(timeout=JOB_S)[0]
+        return self.api(f"/api/jobs/{job}"), out
+
+
+def _open_gates(gate: Path, job: subprocess.Popen) -> None:
+    """Let every trial of a held job through, those waiting now and those that arrive, until the job ends."""
+    while job.poll() is None:
+        for waiting in gate.glob("*.waiting"):
+            waiting.with_suffix(".go").touch()
+        time.sleep(0.1)
 
 
 def _node(args: list[str], log: Path, env: dict[str, str], hide: Path | None = None) -> subprocess.Popen:
@@ -141,12 +162,13 @@ def test_ray_job_submit_runs_the_sweep_on_both_nodes_into_shared_results(cluster
         urllib.request.urlopen(cluster.dashboard + "/api/jobs/", timeout=30)
     results = cluster.shared / "results"
     t0 = time.monotonic()
-    job, log = cluster.submit("vad-ok", "--results", str(results), "--cache", str(cluster.shared / "cache"))
+    job, log = cluster.submit("vad-ok", "--results", str(results), "--cache", str(cluster.shared / "cache"), hold=2)
     print(f"job vad-ok: {job['status']} in {time.monotonic() - t0:.0f} s")
     assert job["status"] == "SUCCEEDED", log[-5000:]
 
     records = collect(results / "ablation-paths" / "trials")
     assert len(records) == 5 and {r["status"] for r in records} == {"finished"}, records
+    assert len(list((cluster.shared / "gate-vad-ok").glob("*.go"))) == 5  # every trial passed the gate: two were held at once
     assert {r["node_id"] for r in records} == set(cluster.alive().values())  # both nodes ran trials
     assert stage_counts(records) == {"itae": 2, "flow": 2}  # one stage cache for both nodes: nothing trained twice
     assert (results / "ablation-paths" / "report.html").is_file()
