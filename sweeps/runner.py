@@ -84,6 +84,20 @@ def stage_keys(plan: TrialPlan, cache_root: Path, data_root: str | None) -> dict
     return keys
 
 
+def launch_order(plans: list[TrialPlan], todo: list[int], cache_root: Path, data_root: str | None) -> list[int]:
+    """`todo` (indices into plans) with the trials whose ITAE no earlier trial trains first, the rest after, each
+    group in its own order. Trials that share an ITAE would otherwise start together and all but one wait on its
+    lock (unified-prior's three priors share one; its per-scene trials, which could train meanwhile, queued
+    behind them). Plans whose keys cannot be computed (no data) count as distinct."""
+    seen: set[str] = set()
+    first, later = [], []
+    for i in todo:
+        key = stage_keys(plans[i], cache_root, data_root).get("itae") or f"plan {i}"
+        (later if key in seen else first).append(i)
+        seen.add(key)
+    return first + later
+
+
 # ---------------------------------------------------------------------------------------------- the trial
 
 
@@ -422,6 +436,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
             if len(todo) < len(plans):
                 console.print(f"{len(plans) - len(todo)} of {len(plans)} trials already finished: kept, not re-run")
             if todo:
+                todo = launch_order(plans, todo, cache, opts.data_root) if opts.share_stages else todo
                 _fit(spec, opts, root, {"plan": _grid(todo)}, plans, None, shared, len(todo), console, search=None)
         else:
             for bench in opts.benchmarks or spec.benchmarks:

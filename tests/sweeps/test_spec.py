@@ -247,3 +247,33 @@ def test_progress_shows_the_dev_auc_of_a_grid_that_scores_the_dev_split(tmp_path
     assert progress_metric(spec, expand(spec, extra_sets=["data.dev=true"])) == ("dev_auc", "max")
     search = load_sweep("search")
     assert progress_metric(search, []) == (search.search.metric, search.search.mode)
+
+
+def test_trials_that_train_an_itae_launch_before_those_that_wait_for_one(tmp_path):
+    """unified-prior's shape: three variants on one ITAE, then two with ITAEs of their own. The first of the three
+    and the other two start first, so trials running at once train different ITAEs; the waiting two come last."""
+    from sweeps.runner import launch_order
+
+    (tmp_path / "u.toml").write_text('''
+name = "u"
+benchmarks = ["synthetic"]
+[[grid]]
+name = "g"
+set = { "flow.prior.kind" = "gaussian" }
+[[grid]]
+name = "h"
+set = { "flow.prior.kind" = "hgad", "score.lambda_local" = 0.0 }
+[[grid]]
+name = "hp"
+set = { "flow.prior.kind" = "hgad_position" }
+[[grid]]
+name = "wide"
+set = { "itae.width" = 0.25 }
+[[grid]]
+name = "tau2"
+set = { "itae.tau" = 2 }
+''')
+    plans = expand(load_sweep(tmp_path / "u.toml"))
+    order = launch_order(plans, list(range(5)), tmp_path / "cache", None)
+    assert [plans[i].variant for i in order] == ["g", "wide", "tau2", "h", "hp"]
+    assert launch_order(plans, [1, 2, 4], tmp_path / "cache", None) == [1, 4, 2]  # finished trials are not in todo
