@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.runner import collect, stage_counts
+from sweeps.spec import expand, load_sweep
 from tests.sweeps.test_resume import _kill_group
 from vadcore.testing import GATE_ENV, TINY, wait_until
 
@@ -86,18 +86,10 @@ class Cluster:
                              cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if hold:
             wait_until(lambda: len(list(gate.glob("*.waiting"))) >= hold or p.poll() is not None, JOB_S, f"{hold} trials held at once")
-            for_all = threading.Thread(target=_open_gates, args=(gate, p), daemon=True)
-            for_all.start()
+            for plan in expand(load_sweep("ablation-paths"), extra_sets=list(TINY)):  # every trial's gate, open before it arrives
+                (gate / f"{plan.trial_id}.go").touch()
         out = p.communicate(timeout=JOB_S)[0]
         return self.api(f"/api/jobs/{job}"), out
-
-
-def _open_gates(gate: Path, job: subprocess.Popen) -> None:
-    """Let every trial of a held job through, those waiting now and those that arrive, until the job ends."""
-    while job.poll() is None:
-        for waiting in gate.glob("*.waiting"):
-            waiting.with_suffix(".go").touch()
-        time.sleep(0.1)
 
 
 def _node(args: list[str], log: Path, env: dict[str, str], hide: Path | None = None) -> subprocess.Popen:
