@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from results.aggregate import FRAMES, TRIALS, aggregate, load_frame_scores
 from results.paper import PAPER_TABLES, PaperTable
 from vadcore import atomic
+from vadcore.data.devsplit import KINDS
 
 BENCH_ORDER = ("ped2", "avenue", "shanghaitech", "synthetic")
 AUCS = ("auc_micro", "auc_micro_global", "auc_macro")
@@ -315,6 +316,31 @@ def _dev_section(doc: Doc, rows: list[dict[str, Any]], order: list[str]) -> None
             doc.p(f"{b}: Spearman rank correlation of dev with test over the {n} finished trials: "
                   + ", ".join(f"{k} {_spearman(*map(list, zip(*ps))):+.3f}" for k, ps in pairs.items())
                   + " (1: the development split orders the trials as the test set does; near 0: it cannot choose between them)")
+    _dev_kinds_table(doc, done, order)
+
+
+def _dev_kinds_table(doc: Doc, done: list[dict[str, Any]], order: list[str]) -> None:
+    """Each pseudo-anomaly kind of the development split on its own (its copies only, metrics.dev_kinds.<kind>),
+    beside the frame-difference floor on the same copies: a kind that the floor already finds, or that every
+    variant finds, cannot rank the variants."""
+    kinds = [kind for kind in KINDS if any(_num(r.get(f"metrics.dev_kinds.{kind}.auc_micro")) is not None for r in done)]
+    if not kinds:
+        return
+    doc.p("Per pseudo-anomaly kind (the dev copies of that kind only; dev auc_micro / auc_micro_global of the "
+          "whole score, mean over seeds). The floor is frame difference on the same copies, smoothed as the trials' scores.")
+
+    def cell(rs: list[dict[str, Any]], prefix: str) -> str:  # "auc_micro / auc_micro_global", each the mean over rs
+        return " / ".join(_fmt(_mean([r.get(f"{prefix}.{k}") for r in rs])) for k in DEV_CHECK)
+
+    table = [[b, v, ",".join(str(r["seed"]) for r in rs), *(cell(rs, f"metrics.dev_kinds.{kind}") for kind in kinds)]
+             for (b, v), rs in sorted(_groups(done).items(), key=lambda kv: (_bench_key(kv[0][0]), order.index(kv[0][1])))]
+    floors = {}
+    for r in done:  # one floor per benchmark and resolution, as _floors
+        if _num(r.get(f"metrics.dev_kinds_baselines.{kinds[0]}.frame_difference.auc_micro")) is not None:
+            floors.setdefault((r["benchmark"], _frames(r)), r)
+    table += [[b, f"baseline: frame difference, {frames}", "—", *(cell([r], f"metrics.dev_kinds_baselines.{kind}.frame_difference") for kind in kinds)]
+              for (b, frames), r in sorted(floors.items(), key=lambda kv: (_bench_key(kv[0][0]), kv[0][1]))]
+    doc.table(["benchmark", "variant", "seeds", *(f"dev +{kind}" for kind in kinds)], table)
 
 
 def _count_of(rows: list[dict[str, Any]], key: str, which: str) -> str:

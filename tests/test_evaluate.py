@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from vadcore.evaluate import frame_auc_report, per_group_auc, per_video_auc, roc_points
+from vadcore.evaluate import frame_auc_report, group_reports, per_group_auc, per_video_auc, roc_points
 from vadcore.scoring import ScoreConfig, anomaly_score
 
 # Two videos whose protocols disagree (R alone, raw values):
@@ -58,6 +58,25 @@ def test_report_with_local_term():
     without = frame_auc_report(LABELS, VIDEOS, R, l, ScoreConfig(lambda_L=0.5), local)  # reported, but not in S
     assert without["auc_micro"] == frame_auc_report(LABELS, VIDEOS, R, l, ScoreConfig(lambda_L=0.5))["auc_micro"]
     assert without["local_auc_micro_global"] == rep["local_auc_micro_global"]
+
+
+def test_group_reports_score_each_group_alone():
+    """Groups of whole videos: A and B as one group gives the by-hand numbers above, B alone its own video's AUC
+    (1/2 under every protocol); a one-class group (C) is left out; the counts of one-class videos are dropped."""
+    labels, videos = np.append(LABELS, [0, 0]), np.append(VIDEOS, ["C", "C"])
+    r = np.append(R, [3.0, 5.0])
+    groups = {"ab": videos != "C", "b": videos == "B", "c": videos == "C"}
+    reps = group_reports(groups, labels, videos, r)
+    assert set(reps) == {"ab", "b"}
+    assert (reps["ab"]["auc_micro"], reps["ab"]["auc_micro_global"], reps["ab"]["auc_macro"]) == pytest.approx((0.8125, 0.625, 0.75))
+    assert reps["b"] == pytest.approx({k: 0.5 for k in ("auc_micro", "auc_micro_global", "auc_macro",
+                                                         "r_auc_micro", "r_auc_micro_global", "r_auc_macro")})
+    # L is the whole split's, cut to the group: Eq. 9 inside group b equals S computed on b's frames alone
+    l = np.array([5.0, 0.0, 1.0, 3.0, 9.0, 1.0, 2.0, 2.0])
+    rep = group_reports({"b": videos == "B"}, labels, videos, r, l, ScoreConfig(lambda_L=0.5))["b"]
+    alone = frame_auc_report(labels[3:6], videos[3:6], r[3:6], l[3:6], ScoreConfig(lambda_L=0.5))
+    assert rep == {k: v for k, v in alone.items() if not k.startswith("macro_videos_")}
+    assert rep["l_auc_micro_global"] == pytest.approx(1.0)  # B's L: 3, 9, 1 with the anomaly at 9
 
 
 def test_all_one_class_raises():

@@ -96,6 +96,34 @@ def frame_auc_report(
     return report
 
 
+def group_reports(
+    groups: dict[str, np.ndarray],
+    labels: np.ndarray,
+    videos: np.ndarray,
+    r: np.ndarray,
+    l: np.ndarray | None = None,
+    cfg: ScoreConfig = ScoreConfig(),
+    local: np.ndarray | None = None,
+) -> dict[str, dict[str, float]]:
+    """`frame_auc_report`'s AUCs of each group of whole videos on its own: {group: {auc_micro, r_auc_micro, ...}}.
+
+    groups: {name: (n,) bool mask of the frames in the group}, e.g. the development split's copies of one
+    pseudo-anomaly kind; a group whose frames are all one class is left out. L and local L are the whole split's
+    (Eq. 8's lambda_i from all its frames); a group's global min-max runs over the group only. The counts of
+    one-class videos are dropped: the AUCs are what a group's row compares.
+    """
+    labels = _check(labels, videos, r, l, local)
+    videos = np.asarray(videos)
+    out = {}
+    for name, mask in groups.items():
+        if len(np.unique(labels[mask])) < 2:
+            continue
+        part = frame_auc_report(labels[mask], videos[mask], r[mask], None if l is None else l[mask], cfg,
+                                None if local is None else local[mask])
+        out[name] = {k: v for k, v in part.items() if not k.startswith("macro_videos_")}
+    return out
+
+
 def homogeneous_fraction(anomalous_nll: np.ndarray, threshold: float | np.ndarray) -> float:
     """Fraction of anomalous windows whose NLL lies strictly below `threshold`, the top of the flow's normal
     region (the 95th percentile of its normal training windows' NLL): anomalies the flow maps among normal

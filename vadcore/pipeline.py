@@ -29,10 +29,11 @@ from vadcore import atomic, baselines
 from vadcore.config import TrialConfig, resolve_config
 from vadcore.configtools import to_dict
 from vadcore.data import DEV, SPLITS, get_benchmark, scene_holdout
+from vadcore.data.devsplit import kind_masks
 from vadcore.data.loader import ClipDataset, clip_batches, iter_shard, load_manifest
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.errors import DataError
-from vadcore.evaluate import frame_auc_report, homogeneous_report, per_group_auc
+from vadcore.evaluate import frame_auc_report, group_reports, homogeneous_report, per_group_auc
 from vadcore.models.glow import Glow, bits_per_dim, nll_map, nll_per_dim
 from vadcore.models.hgad_prior import build_prior
 from vadcore.models.itae import ITAE, pool_channels
@@ -578,15 +579,21 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
             rec = store.get_or_build(name, slices[name], partial(baselines.build_stage, folders[split]), files=(baselines.SCORES_FILE,))
             record(rec, time.perf_counter() - t0)
             floors[key] = rec.info["aucs"]  # unsmoothed; a smoothed score is set beside floors smoothed alike
-            if cfg.score.smooth > 0:
+            if cfg.score.smooth > 0 or split == DEV:
                 with np.load(rec.path / baselines.SCORES_FILE) as z:
-                    floors[key] = baselines.baseline_aucs({k: z[k] for k in z.files}, cfg.score.smooth)
+                    base = {k: z[k] for k in z.files}
+                floors[key] = baselines.baseline_aucs(base, cfg.score.smooth)
+                if split == DEV and (kinds := kind_masks(base["video"])):  # how hard each kind's copies are without a model
+                    floors["dev_kinds_baselines"] = {kind: baselines.baseline_aucs({k: v[m] for k, v in base.items()}, cfg.score.smooth)
+                                                     for kind, m in kinds.items()}
 
     t0 = time.perf_counter()
     metrics, scores, final, l, local = evaluate_stage(cfg, bench, scored["score"])
     if "score_dev" in scored:  # dev_auc, dev_auc_micro, ...: the numbers a search may choose settings by
-        dev_metrics = evaluate_stage(cfg, bench, scored["score_dev"])[0]
+        dev_metrics, dev, _, dev_l, dev_local = evaluate_stage(cfg, bench, scored["score_dev"])
         metrics.update({f"dev_{k}": v for k, v in dev_metrics.items() if isinstance(v, (int, float))})
+        if kinds := kind_masks(dev["video"]):  # a dev split made from training videos: each pseudo-anomaly kind alone
+            metrics["dev_kinds"] = group_reports(kinds, dev["label"].astype(int), dev["video"], dev["r"], dev_l, cfg.score, dev_local)
     metrics.update(floors)  # baselines, dev_baselines: {frame_difference, position: {auc_micro, auc_micro_global, auc_macro}}
     stages["evaluate"] = {"key": None, "status": "computed", "seconds": round(time.perf_counter() - t0, 3)}
 

@@ -16,7 +16,7 @@ from vadcore.data import DEV, get_benchmark
 from vadcore.data import devsplit
 from vadcore.data.base import Video
 from vadcore.data.decode import iter_image_folder
-from vadcore.data.devsplit import WALK, DevCopy, dev_copies, holdout
+from vadcore.data.devsplit import WALK, DevCopy, copy_kind, dev_copies, holdout, kind_masks
 from vadcore.errors import DataError
 
 SHORT = 24  # frames of the cut-down real videos
@@ -202,3 +202,14 @@ def test_cli_shards_the_dev_split_and_draws_contact_sheets(tmp_path, capsys):
     sheets = sorted(p.name for p in (tmp_path / "sheets").glob("*.png"))
     assert sheets == ["01+object.png", "01+patch.png", "01+skip.png"]
     assert Image.open(tmp_path / "sheets/01+patch.png").height == 2 * (16 * 8 + 12)  # two rows of zoomed tiles
+
+
+def test_kind_of_each_dev_video_and_its_frames():
+    """Ids as dev_copies makes them (and as a composite prefixes them): a held-out video is "normal", a copy its
+    kind; kind_masks marks each kind's copies' frames, in KINDS order, and never the held-out videos."""
+    assert [copy_kind(v) for v in ("01", "01+skip", "ped2-09+object", "12+patch", "a+b")] == ["normal", "skip", "object", "patch", "normal"]
+    videos = np.array(["01", "01", "01+patch", "01+skip", "01+skip", "09+skip", "09"])
+    masks = kind_masks(videos)
+    assert list(masks) == ["skip", "patch"]
+    assert masks["skip"].tolist() == [False, False, False, True, True, True, False]
+    assert masks["patch"].tolist() == [False, False, True, False, False, False, False]

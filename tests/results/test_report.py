@@ -374,3 +374,28 @@ def test_a_grid_that_scored_the_dev_split_sets_it_beside_the_test_set(tmp_path, 
     assert rows[0].split("|")[4].strip() == f"{2 - 0.901:.4f} ± 0.0014"  # dev auc_micro of seeds 0 and 1: 1.1, 1.098
     assert [c.strip() for c in rows[-1].split("|")[4:8]] == ["0.9500", "0.9000", "0.8500", "0.7000"]
     assert "over the 10 finished trials: auc_micro -1.000, auc_micro_global -1.000" in md
+    assert "| benchmark | variant | seeds | dev +" not in md  # no per-kind numbers, no per-kind table
+
+
+def test_the_dev_section_shows_each_pseudo_anomaly_kind_beside_its_floor(tmp_path):
+    """metrics.dev_kinds.<kind> as "auc_micro / auc_micro_global" means over seeds, kinds in the split's order
+    whatever the JSON's, and the frame-difference floor of each kind's copies as the last row."""
+    import json
+
+    root = make_fake_sweep(tmp_path / "results", "ablation-paths", seeds=(0, 1))
+    for d in sorted(root.glob("trials/*")):
+        t = json.loads((d / "trial.json").read_text())
+        m, seed = t["metrics"], t["seed"]
+        m.update(dev_auc_micro=0.9, dev_auc_micro_global=0.8,
+                 dev_kinds={"patch": {"auc_micro": 1.0, "auc_micro_global": 0.9},
+                            "object": {"auc_micro": 0.7 + 0.1 * seed, "auc_micro_global": 0.6}},
+                 dev_kinds_baselines={"object": {"frame_difference": {"auc_micro": 0.8, "auc_micro_global": 0.75}},
+                                      "patch": {"frame_difference": {"auc_micro": 0.7, "auc_micro_global": 0.65}}})
+        (d / "trial.json").write_text(json.dumps(t))
+    md = publish(root)["report_md"].read_text()
+    lines = md.splitlines()
+    start = lines.index("| benchmark | variant | seeds | dev +object | dev +patch |")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[start + 2 : start + 8]]
+    assert [r[1] for r in rows] == ["app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows", "baseline: frame difference, 32x?"]
+    assert rows[0] == ["ped2", "app-itae", "0,1", ".750 / .600", "1.000 / .900"]  # object: (0.7 + 0.8) / 2
+    assert rows[-1][2:] == ["—", ".800 / .750", ".700 / .650"]
