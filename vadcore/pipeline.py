@@ -582,7 +582,8 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
             if cfg.score.smooth > 0 or split == DEV:
                 with np.load(rec.path / baselines.SCORES_FILE) as z:
                     base = {k: z[k] for k in z.files}
-                floors[key] = baselines.baseline_aucs(base, cfg.score.smooth)
+                if cfg.score.smooth > 0:
+                    floors[key] = baselines.baseline_aucs(base, cfg.score.smooth)
                 if split == DEV and (kinds := kind_masks(base["video"])):  # how hard each kind's copies are without a model
                     floors["dev_kinds_baselines"] = {kind: baselines.baseline_aucs({k: v[m] for k, v in base.items()}, cfg.score.smooth)
                                                      for kind, m in kinds.items()}

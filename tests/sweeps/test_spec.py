@@ -277,3 +277,12 @@ set = { "itae.tau" = 2 }
     order = launch_order(plans, list(range(5)), tmp_path / "cache", None)
     assert [plans[i].variant for i in order] == ["g", "wide", "tau2", "h", "hp"]
     assert launch_order(plans, [1, 2, 4], tmp_path / "cache", None) == [1, 4, 2]  # finished trials are not in todo
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_shipped_sweep_file_loads_and_expands_on_ped2(name, data_root):
+    """The files in sweeps/ are checked like a user's: every variant resolves on Ped2 (where their headers say they
+    are run) under their own profile, before anything would be trained."""
+    spec = load_sweep(name)
+    check(spec, benchmarks=("ped2",))
+    assert expand(spec, benchmarks=["ped2"], data_root=str(data_root))
