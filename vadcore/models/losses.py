@@ -64,14 +64,26 @@ def ms_ssim_setup(height: int, width: int) -> tuple[int, tuple[float, ...]]:
     return window, tuple(w / sum(weights) for w in weights)
 
 
-def _gaussian_blur(img: Tensor, window: int) -> Tensor:
-    """(N, C, H, W) -> (N, C, H - window + 1, W - window + 1): separable Gaussian, valid padding."""
-    coords = torch.arange(window, dtype=img.dtype, device=img.device) - window // 2
+def _blur_matrix(n: int, window: int, like: Tensor) -> Tensor:
+    """(n, n - window + 1): column j holds the normalised Gaussian taps on rows j .. j + window - 1, so that
+    `x @ m` blurs the last axis of x with valid padding."""
+    coords = torch.arange(window, dtype=like.dtype, device=like.device) - window // 2
     g = torch.exp(-(coords**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
-    C = img.shape[1]
-    img = F.conv2d(img, g.view(1, 1, 1, -1).expand(C, 1, 1, window), groups=C)  # blur along W
-    return F.conv2d(img, g.view(1, 1, -1, 1).expand(C, 1, window, 1), groups=C)  # blur along H
+    cols = torch.arange(n - window + 1, device=like.device)
+    m = like.new_zeros(n, n - window + 1)
+    m[cols[None, :] + torch.arange(window, device=like.device)[:, None], cols[None, :]] = (g / g.sum())[:, None]
+    return m
+
+
+def _gaussian_blur(img: Tensor, window: int) -> Tensor:
+    """(..., H, W) -> (..., H - window + 1, W - window + 1): separable Gaussian, valid padding.
+
+    Two matrix products with banded matrices rather than two depthwise convolutions: a 1-channel 11-tap
+    convolution runs at about 1 GFLOP/s on a CPU (forward and backward took 3x an ITAE training step at 64x96,
+    1/8 width), a matrix product at the machine's matmul speed; the extra multiplications by zeros cost less.
+    """
+    H, W = img.shape[-2:]
+    return _blur_matrix(H, window, img).T @ (img @ _blur_matrix(W, window, img))
 
 
 def ms_ssim(x: Tensor, recon: Tensor, data_range: float = 1.0) -> Tensor:
@@ -91,10 +103,8 @@ def ms_ssim(x: Tensor, recon: Tensor, data_range: float = 1.0) -> Tensor:
     for j, w in enumerate(weights):
         if j:
             a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)  # (B*T, C, H/2^j, W/2^j)
-        mu_a, mu_b = _gaussian_blur(a, window), _gaussian_blur(b, window)
-        var_a = _gaussian_blur(a * a, window) - mu_a**2
-        var_b = _gaussian_blur(b * b, window) - mu_b**2
-        cov = _gaussian_blur(a * b, window) - mu_a * mu_b
+        mu_a, mu_b, aa, bb, ab = _gaussian_blur(torch.stack([a, b, a * a, b * b, a * b]), window)  # 5 x (B*T, C, h, w)
+        var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
         term = (2 * cov + c2) / (var_a + var_b + c2)  # contrast-structure map
         if j == len(weights) - 1:
             term = term * (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)  # luminance at the coarsest scale
