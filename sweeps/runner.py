@@ -148,7 +148,9 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, plans: list[TrialPlan
 
     def report(r: dict[str, Any]) -> None:
         reached.update(rung(r))
-        row = {"stage": r["stage"], "epoch": r["epoch"], **{k: float(r[k]) for k in ("train_loss", "val_loss") if k in r}, **reached}
+        train = plan.config.itae_train if r["stage"] == "itae" else plan.config.flow.train
+        row = {"stage": r["stage"], "epoch": r["epoch"], "epochs": train.epochs, "replayed": bool(r.get("replayed")),
+               **{k: float(r[k]) for k in ("train_loss", "val_loss") if k in r}, **reached}
         if spec.search is not None:  # Tune and OptunaSearch want the objective in every result: nan until the end
             row.setdefault(spec.search.metric, float("nan"))
         tune.report(row)
@@ -189,11 +191,22 @@ def _stop_recorder(trials_dir: str):
     return StopRecorder()
 
 
+def epoch_line(result: dict[str, Any]) -> str | None:
+    """"itae epoch 3/12, val_loss 0.0337" for a training epoch a trial just ran; None for any other report (an
+    epoch replayed from a reused stage, the trial's final metrics): a trial that trains for minutes shows how
+    far it is, one that reuses its stages stays quiet until it finishes."""
+    if result.get("replayed") or not result.get("epoch") or result.get("stage") == "done":
+        return None
+    val = result.get("val_loss")
+    return f"{result['stage']} epoch {result['epoch']}/{result.get('epochs', '?')}" + (f", val_loss {val:.4g}" if val is not None else "")
+
+
 def _progress_callback(total: int, metric: str | None, mode: str, names: list[str]):
     from ray import tune
 
     class Progress(tune.Callback):
-        """One line per finished or failed trial: done/running/failed, current best, ETA."""
+        """One line per finished or failed trial (done/running/failed, current best, ETA) and, indented, one per
+        training epoch a trial runs (`epoch_line`)."""
 
         def __init__(self):
             self.t0 = time.perf_counter()
@@ -212,6 +225,12 @@ def _progress_callback(total: int, metric: str | None, mode: str, names: list[st
             from rich import get_console  # not held by the callback: Tune pickles its callbacks
 
             get_console().print(f"[{n}/{total}] {what} — {self.done} done, {len(self.running)} running, {self.failed} failed{best}, {el:.0f} s{eta}", highlight=False)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if (line := epoch_line(result)) is not None:
+                from rich import get_console
+
+                get_console().print(f"      {self.name(trial)}: {line}, {time.perf_counter() - self.t0:.0f} s", highlight=False)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.running.discard(trial.trial_id)

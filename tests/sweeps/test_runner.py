@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sweeps.runner import RunOptions, init_ray, run_sweep, stage_counts, stage_keys
+from sweeps.runner import RunOptions, epoch_line, init_ray, run_sweep, stage_counts, stage_keys
 from sweeps.spec import expand, load_sweep
 from vadcore.testing import TINY
 
@@ -64,6 +64,19 @@ def test_grid_trials_share_the_itae_and_a_failure_is_recorded(swept):
     assert stage_counts(records) == {"itae": 1, "flow": 1}
     assert by["broken"]["status"] == "failed" and "ped2" in by["broken"]["error"]
     assert by["mot"]["command"].startswith("python -m vadcore run --benchmark synthetic --profile smoke --set flow.app=false")
+
+
+def test_trials_report_each_epoch_they_train_and_mark_the_ones_they_replay(swept):
+    """The two trials share one ITAE: one trains it and reports its epoch, the other reuses it and replays that
+    epoch marked as such; the progress line shows the first only. Every row carries the stage's epoch count."""
+    root, spec, opts, _ = swept
+    rows = [json.loads(line) for f in (root / "results" / "tiny" / "ray").rglob("result.json") for line in f.read_text().splitlines()]
+    itae = [r for r in rows if r.get("stage") == "itae"]
+    assert sorted(r["replayed"] for r in itae) == [False, True] and {r["epochs"] for r in itae} == {1}
+    trained = next(r for r in itae if not r["replayed"])
+    assert epoch_line(trained) == f"itae epoch 1/1, val_loss {trained['val_loss']:.4g}"
+    assert epoch_line(next(r for r in itae if r["replayed"])) is None
+    assert epoch_line(next(r for r in rows if r.get("stage") == "done")) is None
 
 
 def test_show_keys_match_the_keys_the_run_recorded(swept):
