@@ -205,13 +205,15 @@ def _progress_callback(total: int, metric: str | None, mode: str, names: list[st
     from ray import tune
 
     class Progress(tune.Callback):
-        """One line per finished or failed trial (done/running/failed, current best, ETA) and, indented, one per
-        training epoch a trial runs (`epoch_line`)."""
+        """One line per finished or failed trial (done/running/failed, current best, ETA from the trials that
+        trained something) and, indented, one per training epoch a trial runs (`epoch_line`)."""
 
         def __init__(self):
             self.t0 = time.perf_counter()
             self.done = self.failed = 0
             self.running: set[str] = set()
+            self.training: set[str] = set()  # trials that ran a training epoch (not only replayed reused stages)
+            self.trained = 0  # of those, how many ended
             self.best: float | None = None
 
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -220,7 +222,7 @@ def _progress_callback(total: int, metric: str | None, mode: str, names: list[st
         def _line(self, what: str) -> None:
             n = self.done + self.failed
             el = time.perf_counter() - self.t0
-            eta = f", ETA {el / n * (total - n):.0f} s" if 0 < n < total else ""
+            eta = f", ETA {el / self.trained * (total - n):.0f} s" if self.trained and n < total else ""
             best = f", best {metric} {self.best:.4f}" if self.best is not None else ""
             from rich import get_console  # not held by the callback: Tune pickles its callbacks
 
@@ -228,12 +230,19 @@ def _progress_callback(total: int, metric: str | None, mode: str, names: list[st
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if (line := epoch_line(result)) is not None:
+                self.training.add(trial.trial_id)
                 from rich import get_console
 
                 get_console().print(f"      {self.name(trial)}: {line}, {time.perf_counter() - self.t0:.0f} s", highlight=False)
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
+        def _ended(self, trial) -> None:
+            """The ETA counts the trials that trained: one that reused every stage ends in seconds and would
+            promise the rest as fast."""
             self.running.discard(trial.trial_id)
+            self.trained += trial.trial_id in self.training
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._ended(trial)
             self.done += 1
             value = (trial.last_result or {}).get(metric) if metric else None
             if isinstance(value, float) and not math.isnan(value):
@@ -242,7 +251,7 @@ def _progress_callback(total: int, metric: str | None, mode: str, names: list[st
             self._line(f"finished {self.name(trial)}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.running.discard(trial.trial_id)
+            self._ended(trial)
             self.failed += 1
             self._line(f"[red]FAILED[/] {self.name(trial)}")
 

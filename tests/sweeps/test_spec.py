@@ -286,3 +286,25 @@ def test_every_shipped_sweep_file_loads_and_expands_on_ped2(name, data_root):
     spec = load_sweep(name)
     check(spec, benchmarks=("ped2",))
     assert expand(spec, benchmarks=["ped2"], data_root=str(data_root))
+
+
+def test_progress_lines_show_training_epochs_and_an_eta_from_trials_that_trained(capsys):
+    """A trial that reused every stage ends in seconds: no ETA from it alone. Once a trial that trained ends, the
+    ETA extrapolates from the trials that trained. Replayed epochs print nothing; trained ones one indented line."""
+    from types import SimpleNamespace
+
+    from sweeps.runner import _progress_callback
+
+    names = ["cached", "trains", "third"]
+    progress = _progress_callback(3, None, "max", names)
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"plan": i}, last_result={}) for i in range(3)]
+    for t in trials:
+        progress.on_trial_start(0, trials, t)
+    progress.on_trial_result(0, trials, trials[0], {"stage": "itae", "epoch": 1, "epochs": 2, "replayed": True})
+    progress.on_trial_complete(0, trials, trials[0])
+    progress.on_trial_result(0, trials, trials[1], {"stage": "itae", "epoch": 1, "epochs": 2, "replayed": False, "val_loss": 0.5})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[1/3] finished cached — 1 done, 2 running, 0 failed") and "ETA" not in out[0]
+    assert out[1].startswith("      trains: itae epoch 1/2, val_loss 0.5, ") and len(out) == 2
+    progress.on_trial_complete(0, trials, trials[1])
+    assert ", ETA " in capsys.readouterr().out
