@@ -61,7 +61,8 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_devsplit(args: argparse.Namespace) -> int:
-    """Contact sheets of every pseudo-anomalous dev copy at the profile's shard resolution, one PNG each."""
+    """Contact sheets of every pseudo-anomalous dev copy at the profile's shard resolution, one PNG each, then the
+    model-free floors on the whole split and on each kind's copies: how hard the split is before anything trains."""
     import io
 
     from PIL import Image
@@ -87,7 +88,34 @@ def cmd_devsplit(args: argparse.Namespace) -> int:
             atomic.write_bytes(out / f"{c.id}.png", buf.getvalue())
             line += f" -> {out / f'{c.id}.png'}"
         console.print(line, highlight=False)
+    console.print(_dev_floors(args, cfg, bench))
     return 0
+
+
+def _dev_floors(args: argparse.Namespace, cfg, bench):
+    """A table of `vadcore.baselines`' floors on the dev shards (written if missing), over the whole split and per
+    kind, smoothed as the profile's scores: a kind that frame differencing already finds cannot rank models."""
+    import numpy as np
+    from rich.table import Table
+
+    from vadcore import baselines
+    from vadcore.data import DEV
+    from vadcore.data.devsplit import kind_masks
+    from vadcore.data.shards import ShardSpec, ensure_shards
+
+    d = cfg.data
+    folder, _ = ensure_shards(bench, ShardSpec(args.benchmark, DEV, d.height, d.width, d.channels, d.scenes), cache_root(args.cache))
+    scores = baselines.baseline_scores(folder)
+    groups = {"whole split": np.ones(len(scores["video"]), bool), **{f"+{k}": m for k, m in kind_masks(scores["video"]).items()}}
+    table = Table(title=f"floors on the dev split at {d.height}x{d.width} (auc_micro / auc_micro_global), "
+                        f"smoothed with sigma {cfg.score.smooth:g} as the profile's scores", title_justify="left")
+    for col in ("dev videos", "frames", "anomalous", *(b.replace("_", " ") for b in baselines.BASELINES)):
+        table.add_column(col)
+    for name, m in groups.items():
+        aucs = baselines.baseline_aucs({k: v[m] for k, v in scores.items()}, cfg.score.smooth)
+        table.add_row(name, str(int(m.sum())), str(int(scores["label"][m].sum())),
+                      *(f"{aucs[b]['auc_micro']:.3f} / {aucs[b]['auc_micro_global']:.3f}" for b in baselines.BASELINES))
+    return table
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -123,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.set_defaults(func=cmd_shard)
 
-    p = sub.add_parser("devsplit", help="contact sheets (PNG) of the development split's pseudo-anomalies")
+    p = sub.add_parser("devsplit", help="contact sheets (PNG) of the development split's pseudo-anomalies and its floors per kind")
     p.add_argument("benchmark")
     p.add_argument("--out", required=True, help="folder for one <video>+<kind>.png per pseudo-anomalous copy")
     _common(p)

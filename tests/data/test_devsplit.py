@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vadcore.baselines import baseline_aucs, baseline_scores
 from vadcore.data import DEV, get_benchmark
 from vadcore.data import devsplit
 from vadcore.data.base import Video
@@ -198,7 +199,17 @@ def test_cli_shards_the_dev_split_and_draws_contact_sheets(tmp_path, capsys):
 
     assert main(["shard", "ped2", "--split", "dev", *common]) == 0
     assert f"ped2/dev: 4 videos, {frames} frames, {anomalous} anomalous" in capsys.readouterr().out.replace("\n", " ")
+    capsys.readouterr()
     assert main(["devsplit", "ped2", "--out", str(tmp_path / "sheets"), *common]) == 0
+    out = capsys.readouterr().out
+    # the floors of each kind's copies, as a trial reports them (smoke profile: no smoothing)
+    folder = next(p for p in (tmp_path / "cache/shards/ped2").glob("dev-16x24-*") if p.is_dir())
+    scores = baseline_scores(folder)
+    skip = kind_masks(scores["video"])["skip"]
+    fd = baseline_aucs({k: v[skip] for k, v in scores.items()})["frame_difference"]
+    row = next(line for line in out.splitlines() if "+skip" in line and " / " in line)  # the table row, not the sheet
+    assert f"{fd['auc_micro']:.3f} / {fd['auc_micro_global']:.3f}" in row and f"{int(skip.sum())}" in row
+    assert "whole split" in out and "+object" in out and "+patch" in out
     sheets = sorted(p.name for p in (tmp_path / "sheets").glob("*.png"))
     assert sheets == ["01+object.png", "01+patch.png", "01+skip.png"]
     assert Image.open(tmp_path / "sheets/01+patch.png").height == 2 * (16 * 8 + 12)  # two rows of zoomed tiles

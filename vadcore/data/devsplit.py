@@ -34,7 +34,7 @@ Frames are made lazily at the source's resolution each time `Video.frames` is ca
 so the shard writer resizes them like any split. `fingerprint("dev")` hashes DEV_FORMAT with the training files'
 fingerprint: changing the generator (bump DEV_FORMAT) or a training file rewrites the dev shards.
 
-    python -m vadcore devsplit ped2 --data-root ../shared/data --out runs/devsplit-ped2   # contact sheets
+    python -m vadcore devsplit ped2 --data-root ../shared/data --out runs/devsplit-ped2   # contact sheets, floors per kind
 """
 from __future__ import annotations
 
