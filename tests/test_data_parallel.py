@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from vadcore.config import resolve_config
 from vadcore.data import get_benchmark
 from vadcore.data.shards import ShardSpec, ensure_shards
-from vadcore.testing import TINY
+from vadcore.testing import TINY, end_rank
 
 STEPS = 20
 SETS = [*TINY, "itae_train.batch_size=8", f"itae_train.max_steps={STEPS}", "flow.train.batch_size=16", f"flow.train.max_steps={STEPS}"]
@@ -56,6 +56,7 @@ def _rank(rank: int, world: int, store: str, stage: str, train_folder: str, out:
         info = pipeline.build_flow(cfg, "mot", itae, Path(train_folder), out_dir, None, False)
     (out_dir / f"rank{rank}.json").write_text(json.dumps({"losses": losses, "info": info}))
     torch.distributed.destroy_process_group()
+    end_rank()
 
 
 def _train(tmp: Path, name: str, world: int, stage: str, train_folder: Path, itae_dir: Path | None = None) -> tuple[list[float], dict, Path]:

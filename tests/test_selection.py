@@ -19,7 +19,7 @@ from vadcore.data import get_benchmark
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.errors import ConfigError, DataError
 from vadcore.stages import StageStore
-from vadcore.testing import TINY
+from vadcore.testing import TINY, end_rank
 
 STEP = StepConfig(epochs=4, batch_size=2, lr=1e-2)
 
@@ -171,6 +171,7 @@ def _rank(rank: int, store: str, out: str) -> None:
                        StepConfig(epochs=6, batch_size=2, lr=1e-2, patience=2), "cpu", validate=lambda module: next(losses))
     Path(out, f"rank{rank}.json").write_text(json.dumps({**result.selection(), "val": [r["val_loss"] for r in result.history]}))
     torch.distributed.destroy_process_group()
+    end_rank()
 
 
 def test_two_ranks_keep_and_stop_at_the_same_epoch(tmp_path):
