@@ -195,7 +195,7 @@ def epoch_line(result: dict[str, Any]) -> str | None:
     """"itae epoch 3/12, val_loss 0.0337" for a training epoch a trial just ran; None for any other report (an
     epoch replayed from a reused stage, the trial's final metrics): a trial that trains for minutes shows how
     far it is, one that reuses its stages stays quiet until it finishes."""
-    if result.get("replayed") or not result.get("epoch") or result.get("stage") == "done":
+    if result.get("replayed") or not result.get("epoch"):  # the final report carries no epoch
         return None
     val = result.get("val_loss")
     return f"{result['stage']} epoch {result['epoch']}/{result.get('epochs', '?')}" + (f", val_loss {val:.4g}" if val is not None else "")

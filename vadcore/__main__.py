@@ -111,8 +111,7 @@ def _dev_floors(args: argparse.Namespace, cfg, bench):
                         f"smoothed with sigma {cfg.score.smooth:g} as the profile's scores", title_justify="left")
     for col in ("dev videos", "frames", "anomalous", *(b.replace("_", " ") for b in baselines.BASELINES)):
         table.add_column(col)
-    for name, m in groups.items():
-        aucs = baselines.baseline_aucs({k: v[m] for k, v in scores.items()}, cfg.score.smooth)
+    for (name, m), aucs in zip(groups.items(), baselines.group_aucs(scores, groups, cfg.score.smooth).values()):
         table.add_row(name, str(int(m.sum())), str(int(scores["label"][m].sum())),
                       *(f"{aucs[b]['auc_micro']:.3f} / {aucs[b]['auc_micro_global']:.3f}" for b in baselines.BASELINES))
     return table

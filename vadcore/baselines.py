@@ -89,6 +89,12 @@ def baseline_aucs(scores: dict[str, np.ndarray], smooth: float = 0.0) -> dict[st
     return {b: {k: reports[b][k] for k in AUCS} for b in BASELINES}
 
 
+def group_aucs(scores: dict[str, np.ndarray], groups: dict[str, np.ndarray], smooth: float = 0.0) -> dict[str, dict[str, dict[str, float]]]:
+    """{group: `baseline_aucs` of that group's frames}, groups as {name: (n,) bool mask over the frames of
+    `scores` (whole videos, e.g. the development split's copies of one pseudo-anomaly kind)."""
+    return {name: baseline_aucs({k: v[mask] for k, v in scores.items()}, smooth) for name, mask in groups.items()}
+
+
 def build_stage(folder: Path, out: Path) -> dict[str, Any]:
     """The `baselines` stage's build: every frame's baseline scores to out/SCORES_FILE, their AUCs in the info."""
     scores = baseline_scores(folder)

@@ -585,8 +585,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
                 if cfg.score.smooth > 0:
                     floors[key] = baselines.baseline_aucs(base, cfg.score.smooth)
                 if split == DEV and (kinds := kind_masks(base["video"])):  # how hard each kind's copies are without a model
-                    floors["dev_kinds_baselines"] = {kind: baselines.baseline_aucs({k: v[m] for k, v in base.items()}, cfg.score.smooth)
-                                                     for kind, m in kinds.items()}
+                    floors["dev_kinds_baselines"] = baselines.group_aucs(base, kinds, cfg.score.smooth)
 
     t0 = time.perf_counter()
     metrics, scores, final, l, local = evaluate_stage(cfg, bench, scored["score"])
