@@ -83,6 +83,9 @@ def test_fingerprint_follows_generator_version_and_training_files(data_root, mon
     monkeypatch.setattr(devsplit, "DEV_FORMAT", devsplit.DEV_FORMAT + 1)
     assert bench.fingerprint(DEV) != fp
     monkeypatch.undo()
+    monkeypatch.setattr(devsplit, "CONTRAST", 1.0)  # a scratch contrast never reuses the shards of another
+    assert bench.fingerprint(DEV) != fp
+    monkeypatch.undo()
     monkeypatch.setattr(type(bench), "fingerprint", lambda self, split: "other" if split == "train" else fp)
     assert bench.dev_fingerprint() != fp
 
@@ -125,6 +128,27 @@ def test_pasted_copies_change_pixels_only_in_their_box_on_labelled_frames(short_
     width = short_source[0].shape[1]
     speed = np.abs(np.diff(lefts)).mean() / (WALK * width)  # multiples of walking speed
     assert speeds[0] - 0.2 <= speed <= speeds[1] + 0.2
+
+
+def test_pasted_things_keep_their_mean_colour_at_a_fraction_of_their_contrast(monkeypatch):
+    rng = np.random.default_rng(0)
+    sprite = rng.integers(0, 256, (9, 7, 3)).astype(np.uint8)
+    mask = rng.random((9, 7)) < 0.6
+    mean = sprite[mask].mean(axis=0)
+    faded = devsplit._faded(sprite, mask)
+    assert faded.dtype == np.uint8 and faded.shape == sprite.shape
+    np.testing.assert_allclose(faded[mask] - mean, devsplit.CONTRAST * (sprite[mask] - mean), atol=0.5 + 1e-4)
+    np.testing.assert_allclose(faded[mask].std(axis=0), devsplit.CONTRAST * sprite[mask].std(axis=0), rtol=0.05)
+    monkeypatch.setattr(devsplit, "CONTRAST", 1.0)
+    assert np.array_equal(devsplit._faded(sprite, mask), sprite)
+
+
+def test_pasted_object_is_the_faded_donor_cut(short_copies, data_root):
+    """Inside its mask the +object copy shows the object cut from the donor at CONTRAST, nothing else."""
+    copy = short_copies["object"]
+    sprite, mask, _ = devsplit.cut_object(copy.donors[0], 240, 360)
+    frame, (top, left, h, w) = next((f, b) for f, b in copy.frames_and_boxes() if b is not None)
+    assert np.array_equal(frame[top : top + h, left : left + w][mask], devsplit._faded(sprite, mask)[mask])
 
 
 def test_frames_are_the_same_bytes_every_time(data_root, short_copies):
