@@ -15,6 +15,7 @@ from torch import nn
 
 from vadcore import pipeline, train
 from vadcore.config import StepConfig, resolve_config
+from vadcore.configtools import to_dict
 from vadcore.data import get_benchmark
 from vadcore.data.shards import ShardSpec, ensure_shards
 from vadcore.errors import ConfigError, DataError
@@ -121,6 +122,22 @@ def test_the_holdout_is_part_of_the_itae_stage_key(tmp_path):
     keys = [{n: store.key(n, s) for n, s in pipeline.stage_slices(cfg, {"train": "t", "test": "u"}, store, h).items()}
             for h in (frozenset(), frozenset({"a"}), frozenset({"b"}))]
     assert len({k["itae"] for k in keys}) == 3 and len({k["flow_mot"] for k in keys}) == 3  # and everything downstream
+
+
+def test_a_one_path_ae_is_shared_by_configs_that_differ_only_in_the_motion_path(tmp_path):
+    """The one-path AE builds no motion path: its key ignores the motion fields, a two-path ITAE's does not."""
+    store = StageStore(tmp_path)
+
+    def itae_key(*sets: str) -> str:
+        cfg = resolve_config("synthetic", "smoke", [*TINY, *(s for s in sets if s)])
+        return store.key("itae", pipeline.stage_slices(cfg, {"train": "t", "test": "u"}, store, frozenset())["itae"])
+
+    motion = ("itae.motion_ratio=1.0", "itae.lateral=false", "itae.mot_temporal_kernels=[3, 3, 3, 3]")
+    assert len({itae_key("itae.paths='app'", "flow.mot=false", m) for m in ("", *motion)}) == 1
+    assert len({itae_key(m) for m in ("", *motion)}) == 4
+    assert itae_key("itae.paths='app'", "flow.mot=false") != itae_key("itae.paths='app'", "flow.mot=false", "itae.tau=4")  # tau: the frames it reads
+    two_path = resolve_config("synthetic", "smoke", TINY).itae
+    assert two_path.built_fields() == to_dict(two_path)  # two-path ITAEs keep the keys they had: every field builds
 
 
 def test_the_itae_trains_without_the_holdout_and_selects_on_it(tmp_path):

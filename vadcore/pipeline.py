@@ -492,7 +492,7 @@ def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore
     holdout: the benchmark's `dev_holdout`, the ITAE's validation videos when not empty).
     """
     c = to_dict(cfg)
-    itae = {"shards": shard_keys["train"], "itae": c["itae"], "loss": c["loss"], "train": c["itae_train"], "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed,
+    itae = {"shards": shard_keys["train"], "itae": cfg.itae.built_fields(), "loss": c["loss"], "train": c["itae_train"], "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed,
             "holdout": sorted(holdout)}
     slices = {"itae": itae}
     itae_key = store.key("itae", itae)

@@ -22,9 +22,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from vadcore.configtools import to_dict
 from vadcore.errors import ConfigError
 
 PATHS = ("app", "app+mot")  # one-path AE baseline (Table 3), ITAE
+MOTION_FIELDS = ("motion_ratio", "mot_temporal_kernels", "lateral")  # what the one-path AE never builds
 LATERAL_RATIO = 2  # lateral output channels = 2 x motion channels, SlowFast's fusion_conv_channel_ratio
 NORM_GROUPS = 8  # GroupNorm uses gcd(channels, 8) groups, so even 1/8-width motion layers keep groups of >= 2
 LEAKY_SLOPE = 0.2  # LeakyReLU keeps latent features continuous (no exact zeros) for the flow models
@@ -77,6 +79,15 @@ class ITAEConfig:
             raise ConfigError(f"itae.motion_ratio={self.motion_ratio} must be > 0")
         if self.paths not in PATHS:
             raise ConfigError(f"itae.paths={self.paths!r} must be one of {', '.join(map(repr, PATHS))}")
+
+    def built_fields(self) -> dict:
+        """The fields the built model depends on (tuples as lists), for its stage's cache key: the one-path AE
+        has no motion path, so the variants of a sweep that differ in the motion path share one one-path AE."""
+        fields = to_dict(self)
+        if self.paths == "app":
+            for name in MOTION_FIELDS:
+                del fields[name]
+        return fields
 
     @property
     def app_widths(self) -> tuple[int, ...]:
