@@ -1,9 +1,11 @@
-"""vadcore command line: shard a benchmark, look at its development split, describe the models, run one trial.
+"""vadcore command line: shard a benchmark, look at its development split, describe the models, run one trial,
+look at where a trial's ITAE errs.
 
     python -m vadcore shard ped2 --data-root ../shared/data --profile smoke
     python -m vadcore shard ped2 --data-root ../shared/data --profile smoke --split dev
     python -m vadcore shard synthetic --profile smoke
     python -m vadcore devsplit ped2 --data-root ../shared/data --profile smoke --out runs/devsplit-ped2
+    python -m vadcore errmaps results/laptop-levers/trials/recipe-ped2-s0 --out runs/errmaps-recipe.png
     python -m vadcore describe --profile paper
     python -m vadcore run --benchmark synthetic --profile smoke --out runs/t1
     python -m vadcore run --benchmark ped2 --data-root ../shared/data --profile smoke --set score.lambda_L=0.5 --out runs/t2
@@ -117,6 +119,25 @@ def _dev_floors(args: argparse.Namespace, cfg, bench):
     return table
 
 
+def cmd_errmaps(args: argparse.Namespace) -> int:
+    """One PNG: input, reconstruction and Eq. 7's error of a window of each video of a finished trial's split."""
+    import io
+
+    from PIL import Image
+
+    from vadcore import atomic
+    from vadcore.errmaps import error_rows, sheet
+
+    rows = error_rows(Path(args.trial), cache_root(args.cache), args.split, args.videos)
+    buf = io.BytesIO()
+    Image.fromarray(sheet(rows)).save(buf, "PNG")
+    atomic.write_bytes(Path(args.out), buf.getvalue())
+    for caption, *_ in rows:
+        print(f"  {caption}")
+    print(f"{len(rows)} rows -> {args.out}")
+    return 0
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     from vadcore.describe import describe
 
@@ -155,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for one <video>+<kind>.png per pseudo-anomalous copy")
     _common(p)
     p.set_defaults(func=cmd_devsplit)
+
+    p = sub.add_parser("errmaps", help="where a finished trial's ITAE errs: input, reconstruction, Eq. 7 error per video (PNG)")
+    p.add_argument("trial", help="a finished trial's folder (results/<sweep>/trials/<id>, or a `run --out` folder)")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--split", default="dev", choices=("dev", "train", "test"), help="which scored split's videos (default: dev)")
+    p.add_argument("--video", dest="videos", action="append", metavar="ID", help="only this video, repeatable (default: all)")
+    p.add_argument("--cache", help=f"the cache the trial ran with (default: ${CACHE_ENV} or .cache/vad)")
+    p.set_defaults(func=cmd_errmaps)
 
     p = sub.add_parser("describe", help="print ITAE layer shapes (Table 1) and parameter counts")
     p.add_argument("--benchmark", default="synthetic")

@@ -62,6 +62,13 @@ class ScoreConfig:
                 raise ConfigError(f"score.{name}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
 
 
+def error_map(frames: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 per pixel, -log10(1 - |I - Î|) averaged over channels: (B, C, T, H, W) twice -> (B, T, H, W)."""
+    if frames.shape != recon.shape or frames.ndim != 5:
+        raise ValueError(f"frames {tuple(frames.shape)} and recon {tuple(recon.shape)} must both be (B, C, T, H, W)")
+    return -torch.log10((1 - (frames - recon).abs()).clamp_min(_EPS)).mean(1)
+
+
 def recon_error(
     frames: torch.Tensor, recon: torch.Tensor, patch: int = 0, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -76,9 +83,7 @@ def recon_error(
         before pooling, so a mean still divides by all H*W pixels.
     Returns (B, T).
     """
-    if frames.shape != recon.shape or frames.ndim != 5:
-        raise ValueError(f"frames {tuple(frames.shape)} and recon {tuple(recon.shape)} must both be (B, C, T, H, W)")
-    err = -torch.log10((1 - (frames - recon).abs()).clamp_min(_EPS)).mean(1)  # (B, T, H, W)
+    err = error_map(frames, recon)
     if mask is not None:
         err = err * mask[:, 0].to(err)
     B, T, H, W = err.shape
