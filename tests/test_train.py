@@ -71,7 +71,7 @@ def test_flows_train_without_autocast_whatever_the_config():
 def _windows_trained(folder, workers: int, batch: int) -> tuple[list[list[tuple[str, int]]], int]:
     """The windows of each step of one ITAE-style epoch through `fit`, and the steps planned for it."""
     cfg = resolve_config("synthetic", "smoke", [*TINY, f"data.loader_workers={workers}"])
-    ds, _ = pipeline._loader(folder, cfg, train=True, batch=batch)
+    ds, _ = pipeline.window_loader(folder, cfg, train=True, batch=batch)
     steps = train.steps_in(ds.num_windows(), batch, 0)
     seen = []
 
@@ -79,7 +79,7 @@ def _windows_trained(folder, workers: int, batch: int) -> tuple[list[list[tuple[
         seen.append(list(zip(b["video"], b["start"].tolist())))
         return engine(torch.ones(1, 1)).sum(), {}
 
-    epochs = lambda epoch: pipeline._loader(folder, cfg, train=True, batch=batch, epoch=epoch)[1]  # noqa: E731
+    epochs = lambda epoch: pipeline.window_loader(folder, cfg, train=True, batch=batch, epoch=epoch)[1]  # noqa: E731
     train.fit(nn.Linear(1, 1), loss_fn, epochs, steps, cfg.itae_train, "cpu")
     return seen, steps
 

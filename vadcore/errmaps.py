@@ -61,7 +61,7 @@ def error_rows(trial_dir: Path, cache_root: Path, split: str = "dev", videos: li
     """[(caption, input (H, W), reconstruction (H, W), Eq. 7 error (H, W))], one per video, channels averaged,
     intensities in [0, 1]. `videos` None: every video of the split, in id order."""
     from vadcore.data.loader import load_manifest
-    from vadcore.pipeline import _loader, _to_float, load_itae
+    from vadcore.pipeline import clip_to_float, load_itae, window_loader
     from vadcore.scoring import error_map, recon_error
 
     cfg, itae_folder, folder = _stage_folders(trial_dir, cache_root, split)
@@ -70,10 +70,10 @@ def error_rows(trial_dir: Path, cache_root: Path, split: str = "dev", videos: li
     if unknown:
         raise ConfigError(f"video(s) {', '.join(unknown)} are not in the {split} split of {trial_dir.name} "
                           f"({len(known)} videos: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''})")
-    itae = load_itae(cfg, itae_folder)
+    itae = load_itae(cfg, itae_folder).to("cpu")  # a few windows: no need for an accelerator
     T, rows = cfg.itae.frames, []
     def windows(video: str):
-        for b in _loader(folder, cfg, train=False, batch=8, videos={video})[1]:
+        for b in window_loader(folder, cfg, train=False, batch=8, videos={video})[1]:
             yield from zip(b["start"].tolist(), b["clip"], b["labels"])
 
     for video in videos or known:
@@ -86,8 +86,8 @@ def error_rows(trial_dir: Path, cache_root: Path, split: str = "dev", videos: li
         start = min(starts, key=lambda s: abs(s - want))
         clip = next(c for s, c, _ in windows(video) if s == start)
         with torch.no_grad():
-            x = _to_float(clip[None], torch.device("cpu"))
-            recon = itae.to("cpu")(x).recon
+            x = clip_to_float(clip[None], torch.device("cpu"))
+            recon = itae(x).recon
             err = error_map(x, recon)[0, T // 2]
             r = float(recon_error(x, recon, cfg.score.patch)[0, T // 2])
         t = start + T // 2

@@ -73,7 +73,7 @@ def split_videos(manifest: dict[str, Any], fraction: float, seed: int, holdout: 
     return set(videos) - val, val
 
 
-def _loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: set[str] | None = None, epoch: int = 0, stride: int | None = None):
+def window_loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: set[str] | None = None, epoch: int = 0, stride: int | None = None):
     """(dataset, one pass of its batches): windows of the training split (shuffled, train=True) or in order
     (train=False: every frame covered). ceil(windows / batch) batches whatever `data.loader_workers` is."""
     stride = stride or (cfg.data.train_stride if train else cfg.data.test_stride)
@@ -82,7 +82,7 @@ def _loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: 
     return ds, clip_batches(ds, batch, cfg.data.loader_workers)
 
 
-def _to_float(clip: torch.Tensor, dev: torch.device) -> torch.Tensor:
+def clip_to_float(clip: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return clip.to(dev, non_blocking=True).float().div_(255.0)  # uint8 (B, C, T, H, W) -> float in [0, 1]
 
 
@@ -97,24 +97,24 @@ def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report |
     fit_videos, val_videos = split_videos(manifest, cfg.itae_train.val_fraction, cfg.seed, holdout)
     model = ITAE(cfg.itae)
     dev = device()
-    ds, _ = _loader(train_folder, cfg, train=True, batch=cfg.itae_train.batch_size, videos=fit_videos)
+    ds, _ = window_loader(train_folder, cfg, train=True, batch=cfg.itae_train.batch_size, videos=fit_videos)
     steps = steps_in(ds.num_windows(), cfg.itae_train.batch_size, cfg.itae_train.max_steps)
 
     def loss_fn(engine, batch, _progress):
-        x = _to_float(batch["clip"], dev)
+        x = clip_to_float(batch["clip"], dev)
         out = engine(x)  # under autocast (gpu-bf16) the reconstruction is bf16: the loss is taken in fp32
         return reconstruction_loss(x, out.recon.float(), cfg.loss)
 
     def validate(module) -> float:
-        _, loader = _loader(train_folder, cfg, train=False, batch=cfg.itae_train.batch_size, videos=val_videos, stride=cfg.data.train_stride)
-        losses = [reconstruction_loss(x := _to_float(b["clip"], dev), module(x).recon, cfg.loss)[0].item() for b in loader]
+        _, loader = window_loader(train_folder, cfg, train=False, batch=cfg.itae_train.batch_size, videos=val_videos, stride=cfg.data.train_stride)
+        losses = [reconstruction_loss(x := clip_to_float(b["clip"], dev), module(x).recon, cfg.loss)[0].item() for b in loader]
         return float(np.mean(losses))
 
     with progress_bar("step 1: ITAE", steps * cfg.itae_train.epochs, enabled=show and world()[0] == 0) as advance:
         result = fit(
             model,
             loss_fn,
-            lambda epoch: _loader(train_folder, cfg, train=True, batch=cfg.itae_train.batch_size, videos=fit_videos, epoch=epoch)[1],
+            lambda epoch: window_loader(train_folder, cfg, train=True, batch=cfg.itae_train.batch_size, videos=fit_videos, epoch=epoch)[1],
             steps,
             cfg.itae_train,
             cfg.deepspeed,
@@ -189,11 +189,11 @@ def extract_features(cfg: TrialConfig, itae: ITAE, folder: Path, path: str, vide
     """(features (N, c, h, w) written to `file`, scene index (N,)) of every training window of `videos`, in
     loader order. Written batch by batch: memory holds one batch of features, whatever N."""
     dev = device()
-    _, batches = _loader(folder, cfg, train=False, batch=32, videos=videos, stride=cfg.data.train_stride)
+    _, batches = window_loader(folder, cfg, train=False, batch=32, videos=videos, stride=cfg.data.train_stride)
     ys = []
     with open(file, "wb") as f:
         for b in batches:
-            x = _to_float(b["clip"], dev)
+            x = clip_to_float(b["clip"], dev)
             feats = flow_input(cfg, x, itae(x), path).float().cpu().numpy()  # (B, c, h, w)
             feats.tofile(f)
             ys.append(torch.tensor([scenes.index(s) for s in b["scene"]]))
@@ -354,11 +354,11 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
     manifest = load_manifest(test_folder)
     masks = _foreground_masks(test_folder) if cfg.score.background == "mog2" else None
     dev = device()
-    ds, loader = _loader(test_folder, cfg, train=False, batch=16)
+    ds, loader = window_loader(test_folder, cfg, train=False, batch=16)
     per_video: dict[str, dict[str, list]] = {}
     with progress_bar("scoring test windows", ds.num_windows(), enabled=show) as advance:
         for b in loader:
-            x = _to_float(b["clip"], dev)
+            x = clip_to_float(b["clip"], dev)
             rec_out = itae(x)
             mask = None
             if masks is not None:
