@@ -29,6 +29,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="shared stage cache (default: $VAD_CACHE or .cache/vad)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override on every trial, repeatable")
     p.add_argument("--seeds", type=int, nargs="+", help="every trial's seeds (default: the sweep file's seeds)")
+    p.add_argument("--variants", nargs="+", metavar="NAME", help="grid sweeps: only these variants (default: all)")
 
 
 def cmd_list(args) -> int:
@@ -51,11 +52,11 @@ def cmd_show(args) -> int:
     from rich.table import Table
 
     from sweeps.runner import stage_keys
-    from sweeps.spec import expand, load_sweep, with_seeds
+    from sweeps.spec import expand, load_sweep, with_seeds, with_variants
     from vadcore.__main__ import cache_root
 
     console = Console()
-    spec = with_seeds(load_sweep(args.name), args.seeds)
+    spec = with_seeds(with_variants(load_sweep(args.name), args.variants), args.seeds)
     data_root = args.data_root or os.environ.get("VAD_DATA_ROOT")
     plans = expand(spec, args.benchmarks, args.profile, args.sets, data_root=data_root)
     table = Table(title=f"{spec.name}: {len(plans)} trial(s)" + (" (search: the base config sampled parameters are set on)" if spec.search else ""))
@@ -87,7 +88,7 @@ def cmd_run(args) -> int:
     console = Console()
     spec = load_sweep(args.name)
     opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples,
-                      args.seeds, args.workers_per_trial, args.max_concurrent, args.share_stages)
+                      args.seeds, args.variants, args.workers_per_trial, args.max_concurrent, args.share_stages)
     records = run_sweep(spec, opts, console)
     print_summary(spec, records, console)
     return 1 if any(r["status"] == "failed" for r in records) else 0

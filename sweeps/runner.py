@@ -35,7 +35,7 @@ from typing import Any
 from vadcore import atomic
 from vadcore.configtools import stable_hash, to_dict
 from vadcore.errors import ConfigError
-from sweeps.spec import SweepSpec, TrialPlan, check, expand, make_plan, with_seeds
+from sweeps.spec import SweepSpec, TrialPlan, check, expand, make_plan, with_seeds, with_variants
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,7 @@ class RunOptions:
     sets: list[str] = field(default_factory=list)
     num_samples: int | None = None  # a search's sample count, in place of the sweep file's search.num_samples
     seeds: list[int] | None = None  # every trial's seeds, in place of the sweep file's seeds
+    variants: list[str] | None = None  # only these variants of a grid (None: all)
     workers_per_trial: int | None = None  # Ray Train workers per training stage, in place of resources.workers
     max_concurrent: int | None = None  # trials at once, in place of the sweep file's max_concurrent
     share_stages: bool = True  # False: every trial trains its own stages (as a plain Ray Tune or W&B sweep); shards stay shared
@@ -438,7 +439,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None) -> list[dict[str,
         if spec.search is None or opts.num_samples < 1:
             raise ConfigError(f"--num-samples={opts.num_samples}: " + ("must be >= 1" if spec.search else f"{spec.name} is a grid, not a search"))
         spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, num_samples=opts.num_samples))
-    spec = with_resources(with_seeds(spec, opts.seeds), opts)
+    spec = with_resources(with_seeds(with_variants(spec, opts.variants), opts.seeds), opts)
     root_dir = resolve_data_root(opts.data_root)  # absolute: Ray workers run in other working directories
     opts.data_root = str(root_dir) if root_dir else None
     check(spec, tuple(opts.benchmarks) if opts.benchmarks else None, opts.profile, opts.sets)

@@ -382,6 +382,21 @@ def with_seeds(spec: SweepSpec, seeds: list[int] | None) -> SweepSpec:
     return dataclasses.replace(spec, seeds=tuple(seeds))
 
 
+def with_variants(spec: SweepSpec, names: list[str] | None) -> SweepSpec:
+    """The grid sweep with only the variants named by `--variants` (None: all), in the file's order: one lever run,
+    stopped or re-run without editing the file; the results folder and report stay the whole sweep's."""
+    if names is None:
+        return spec
+    if spec.search is not None:
+        raise ConfigError(f"--variants: {spec.name} is a search; only grid sweeps have variants")
+    known = [v.name for v in spec.grid]
+    unknown = [n for n in names if n not in known]
+    if not names or unknown or len(set(names)) != len(names):
+        what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "give one or more distinct names"
+        raise ConfigError(f"--variants {' '.join(names)}: {what}; {spec.path.name}'s variants: {', '.join(known)}")
+    return dataclasses.replace(spec, grid=tuple(v for v in spec.grid if v.name in names))
+
+
 def check_extra_sets(spec: SweepSpec, extra_sets: list[str] | None) -> None:
     """--set applies to every trial, after the sweep's seeds: `--set seed=...` would run every seed's trial
     with one seed, in folders named after the others."""

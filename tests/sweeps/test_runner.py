@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sweeps.runner import RunOptions, epoch_line, init_ray, run_sweep, stage_counts, stage_keys
+from sweeps.runner import RunOptions, epoch_line, init_ray, load_run_options, run_sweep, stage_counts, stage_keys
 from sweeps.spec import expand, load_sweep
 from vadcore.testing import TINY
 
@@ -64,6 +64,14 @@ def test_grid_trials_share_the_itae_and_a_failure_is_recorded(swept):
     assert stage_counts(records) == {"itae": 1, "flow": 1}
     assert by["broken"]["status"] == "failed" and "ped2" in by["broken"]["error"]
     assert by["mot"]["command"].startswith("python -m vadcore run --benchmark synthetic --profile smoke --set flow.app=false")
+
+
+def test_variants_run_only_those_and_resume_remembers_them(ray_local, tmp_path):
+    (tmp_path / "tiny.toml").write_text(SWEEP)
+    opts = RunOptions(results=str(tmp_path / "results"), cache=str(tmp_path / "cache"), sets=list(TINY), variants=["broken"], quiet=True)
+    records = run_sweep(load_sweep(tmp_path / "tiny.toml"), opts)
+    assert [(r["variant"], r["status"]) for r in records] == [("broken", "failed")]  # it fails fast: no data root
+    assert load_run_options("tiny", opts.results)[1].variants == ["broken"]
 
 
 def test_trials_report_each_epoch_they_train_and_mark_the_ones_they_replay(swept):

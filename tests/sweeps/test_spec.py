@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sweeps.__main__ import main
-from sweeps.spec import SEARCH_METRICS, TRIAL_METRICS, available, check, expand, load_sweep, with_seeds
+from sweeps.spec import SEARCH_METRICS, TRIAL_METRICS, available, check, expand, load_sweep, with_seeds, with_variants
 from vadcore.configtools import parse_sets
 from vadcore.errors import ConfigError
 
@@ -235,6 +235,23 @@ def test_seeds_from_the_command_line_replace_the_files(tmp_path):
     for bad in ([], [1, 1], [-1], [2**32]):
         with pytest.raises(ConfigError, match="--seeds"):
             with_seeds(spec, bad)
+
+
+def test_variants_from_the_command_line_run_part_of_a_grid(tmp_path, capsys):
+    """`--variants b` runs only b's trials, in the file's order, under the same ids; names the file lacks, repeats,
+    none, or a search sweep are refused with the file's variants listed."""
+    spec = load_sweep(write(tmp_path, GRID + '[[grid]]\nname = "c"\nset = {}\n'))
+    assert with_variants(spec, None) is spec
+    assert [(p.variant, p.seed) for p in expand(with_variants(spec, ["c", "a"]))] == [("a", 0), ("a", 1), ("c", 0), ("c", 1)]
+    assert [p.trial_id for p in expand(with_variants(spec, ["b"]))] == [p.trial_id for p in expand(spec) if p.variant == "b"]
+    for bad, why in ((["d"], "unknown 'd'"), ([], "one or more distinct"), (["a", "a"], "one or more distinct")):
+        with pytest.raises(ConfigError, match=f"--variants.*{why}.*t.toml's variants: a, b, c"):
+            with_variants(spec, bad)
+    with pytest.raises(ConfigError, match="is a search"):
+        with_variants(load_sweep(write(tmp_path, SEARCH, "s.toml")), ["a"])
+    assert main(["show", "ablation-paths", "--variants", "both-flows", "--seeds", "0", "--cache", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 trial(s)" in out and "both-flows-synthetic-s0" in out and "app-itae" not in out
 
 
 def test_progress_shows_the_dev_auc_of_a_grid_that_scores_the_dev_split(tmp_path):
