@@ -72,6 +72,7 @@ def error_rows(trial_dir: Path, cache_root: Path, split: str = "dev", videos: li
                           f"({len(known)} videos: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''})")
     itae = load_itae(cfg, itae_folder).to("cpu")  # a few windows: no need for an accelerator
     T, rows = cfg.itae.frames, []
+
     def windows(video: str):
         for b in window_loader(folder, cfg, train=False, batch=8, videos={video})[1]:
             yield from zip(b["start"].tolist(), b["clip"], b["labels"])

@@ -272,11 +272,8 @@ def _texture(rng: np.random.Generator, side: int) -> np.ndarray:
 
 
 def _faded(sprite: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The sprite with its deviation from its own mean colour (over `mask`) scaled by CONTRAST: a dimmer, flatter
-    thing to find. At full contrast a pasted walker or patch adds more frame-difference energy than the held-out
-    videos' own motion, so the model-free floor finds it (format 2, Ped2 64x96 smoothed: frame difference .989 on
-    +object, .984 on +patch); Ped2's real anomalies move amid the crowd and do not stand out so (the floor scores
-    .868 on its test set, and every laptop model falls below it there). See the module docstring for why 1/4."""
+    """The sprite with its deviation from its own mean colour (over `mask`) scaled by CONTRAST: as bright on
+    average, flatter, so that frame differencing alone does not find it (the module docstring says why 1/4)."""
     mean = sprite[mask].mean(axis=0)
     return np.clip(np.rint(mean + CONTRAST * (sprite.astype(np.float32) - mean)), 0, 255).astype(np.uint8)
 
