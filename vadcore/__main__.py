@@ -65,9 +65,6 @@ def cmd_shard(args: argparse.Namespace) -> int:
 def cmd_devsplit(args: argparse.Namespace) -> int:
     """Contact sheets of every pseudo-anomalous dev copy at the profile's shard resolution, one PNG each, then the
     model-free floors on the whole split and on each kind's copies: how hard the split is before anything trains."""
-    import io
-
-    from PIL import Image
     from rich.console import Console
 
     from vadcore import atomic
@@ -85,9 +82,7 @@ def cmd_devsplit(args: argparse.Namespace) -> int:
     for c in dev_copies(bench.videos("train")):
         line = f"  {c.id}: {len(c.labels)} frames, {int(c.labels.sum())} anomalous"
         if c.kind != "normal":
-            buf = io.BytesIO()
-            Image.fromarray(contact_sheet(c, cfg.data.height, cfg.data.width, cfg.data.channels)).save(buf, "PNG")
-            atomic.write_bytes(out / f"{c.id}.png", buf.getvalue())
+            atomic.write_png(out / f"{c.id}.png", contact_sheet(c, cfg.data.height, cfg.data.width, cfg.data.channels))
             line += f" -> {out / f'{c.id}.png'}"
         console.print(line, highlight=False)
     console.print(_dev_floors(args, cfg, bench))
@@ -121,17 +116,11 @@ def _dev_floors(args: argparse.Namespace, cfg, bench):
 
 def cmd_errmaps(args: argparse.Namespace) -> int:
     """One PNG: input, reconstruction and Eq. 7's error of a window of each video of a finished trial's split."""
-    import io
-
-    from PIL import Image
-
     from vadcore import atomic
     from vadcore.errmaps import error_rows, sheet
 
     rows = error_rows(Path(args.trial), cache_root(args.cache), args.split, args.videos)
-    buf = io.BytesIO()
-    Image.fromarray(sheet(rows)).save(buf, "PNG")
-    atomic.write_bytes(Path(args.out), buf.getvalue())
+    atomic.write_png(Path(args.out), sheet(rows))
     for caption, *_ in rows:
         print(f"  {caption}")
     print(f"{len(rows)} rows -> {args.out}")

@@ -39,6 +39,17 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_png(path: Path, rgb: Any) -> None:
+    """An (H, W, 3) uint8 array as a PNG (contact sheets, error maps)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    write_bytes(path, buf.getvalue())
+
+
 @contextlib.contextmanager
 def build_lock(target: Path) -> Iterator[None]:
     """Exclusive lock on `target.lock` (blocking): the second process waits, then finds the result built."""

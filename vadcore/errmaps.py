@@ -44,7 +44,7 @@ def _stage_folders(trial_dir: Path, cache_root: Path, split: str) -> tuple[Trial
         raise ConfigError(f"{trial_dir}: no trial.json; give the folder of a finished trial (results/<sweep>/trials/<id>)")
     record = json.loads(record_path.read_text())
     cfg = from_dict(TrialConfig, record["config"], source=str(record_path))
-    shards = {"train": "shards_train", "test": "shards_test", "dev": "shards_dev"}[split]
+    shards = f"shards_{split}"
     if shards not in record["stages"]:
         raise ConfigError(f"{record_path}: the trial has no {split} split (stages: {', '.join(record['stages'])})")
     itae = cache_root / "stages/itae" / record["stages"]["itae"]["key"]
