@@ -186,14 +186,15 @@ def test_short_source_is_refused_and_miscounted_frames_fail(data_root):
 
 
 def test_avenue_dev_split_from_its_real_training_videos(data_root):
-    """The subset's training videos 12 (145 frames) and 16 (244): 12 is held out, its object cut from 16."""
+    """The subset's training videos 10 (1,223 frames), 11 (781), 12 (145) and 16 (244): 10, the first by id, is
+    held out, its object cut from one of the other three."""
     bench = get_benchmark("avenue", data_root)
-    assert bench.has_dev and bench.dev_holdout() == {"12"}
+    assert bench.has_dev and bench.dev_holdout() == {"10"}
     dev = bench.videos(DEV)
-    assert [v.id for v in dev] == ["12", "12+object", "12+patch", "12+skip"]
-    assert [len(v.labels) for v in dev][:3] == [145, 145, 145]
+    assert [v.id for v in dev] == ["10", "10+object", "10+patch", "10+skip"]
+    assert [len(v.labels) for v in dev][:3] == [1223, 1223, 1223]
     obj = next(c for c in dev_copies(bench.videos("train")) if c.kind == "object")
-    assert [d.id for d in obj.donors] == ["16"]
+    assert [d.id for d in obj.donors] == ["11", "12", "16"]
     source = bench.videos("train")[0]
     n = 0
     for (frame, box), src, label in zip(obj.frames_and_boxes(), source.frames(), obj.labels):
@@ -201,7 +202,7 @@ def test_avenue_dev_split_from_its_real_training_videos(data_root):
         assert frame.shape == (360, 640, 3) and (box is not None) == bool(label)
         if box is None:
             assert np.array_equal(frame, src)
-    assert n == 145
+    assert n == 1223
 
 
 def test_cli_shards_the_dev_split_and_draws_contact_sheets(tmp_path, capsys):

@@ -6,8 +6,8 @@ subclassing `DevFromTraining` (Ped2, Avenue, ShanghaiTech do):
 * **Hold-out** (`holdout`): per scene, the training videos at positions 0, 8, 16, ... of the id-sorted list
   (about 1/8, at least one), and none in a scene with a single training video (it cannot spare one).
   Deterministic and seed-independent, by video id: Ped2 holds out 01 and 09 of its 16; the Avenue subset here
-  (training videos 12 and 16) holds out 12, the shorter one (145 frames; 16's 244 stay for training); full
-  Avenue would hold out 01 and 09. The pipeline never trains on `dev_holdout()` videos.
+  (training videos 10, 11, 12 and 16) holds out 10 (1,223 frames; 11, 12 and 16, 1,170 frames, stay for
+  training); full Avenue would hold out 01 and 09. The pipeline never trains on `dev_holdout()` videos.
 * **Dev videos**, per held-out video V (scene = V's scene), labelled per frame by construction:
 
   - `V`: V itself, all frames normal (label 0).
