@@ -81,7 +81,7 @@ def stage_keys(plan: TrialPlan, cache_root: Path, data_root: str | None) -> dict
     except VadError:
         return {"shards": "? (no data)"}
     keys = {f"shards_{s}": key for s, key in shards.items()}
-    keys.update({name: store.key(name, slice_) for name, slice_ in stage_slices(cfg, shards, store, scene_holdout(bench, cfg.data.scenes)).items()})
+    keys.update({name: store.key(name, slice_) for name, slice_ in stage_slices(cfg, shards, store, scene_holdout(bench, cfg.data.scenes), bench).items()})
     return keys
 
 

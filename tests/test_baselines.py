@@ -1,11 +1,13 @@
 """The model-free floors: frame difference and position in video, their AUCs under the variants' protocols on toy
-shard folders computed by hand, and the position floor on the real Ped2 test split."""
+shard folders computed by hand, and the position floor on the real Ped2 test split; the native motion floors
+(optical flow magnitude and frame difference, patch-maxed) on moving squares of known speed."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vadcore.baselines import baseline_aucs, baseline_scores, frame_difference, position
+from vadcore import baselines
+from vadcore.baselines import baseline_aucs, baseline_scores, frame_difference, native_frame_scores, native_scores, position
 from vadcore.data import get_benchmark
 from vadcore.data.shards import CHUNK, ShardSpec, ensure_shards
 from vadcore.scoring import smooth_in_videos
@@ -86,8 +88,9 @@ def test_ped2_position_floor_is_0749_at_smoke_size(data_root, cache):
 
 def test_trials_record_the_floors_of_a_stage_built_once_per_split(tmp_path):
     """Through run_trial (TINY synthetic, with its development split): metrics.baselines and dev_baselines are
-    baseline_aucs of the test and dev shard folders, from stages keyed by those folders alone, so a trial that
-    changes anything else (here a score weight) reuses them."""
+    baseline_aucs of the test and dev shard folders and of the benchmark's native frames, from stages keyed by
+    those folders and by the benchmark's source files alone, so a trial that changes anything else (here a score
+    weight and the frame size) reuses the native ones, and one that changes only a weight reuses both."""
     import json
 
     from vadcore.config import resolve_config
@@ -102,10 +105,16 @@ def test_trials_record_the_floors_of_a_stage_built_once_per_split(tmp_path):
     for split, key in (("test", "baselines"), ("dev", "dev_baselines")):
         folder = shards / first["stages"][f"shards_{split}"]["key"]
         assert load_manifest(folder)["split"] == split
-        assert first["metrics"][key] == baseline_aucs(baseline_scores(folder))
+        native = native_scores(get_benchmark("synthetic").videos(split))
+        assert first["metrics"][key] == {**baseline_aucs(baseline_scores(folder)), **baseline_aucs(native)}
     stage = tmp_path / "cache" / "stages" / "baselines" / first["stages"]["baselines"]["key"]
     assert json.loads((stage / "slice.json").read_text()) == {"shards": first["stages"]["shards_test"]["key"]}
     assert (stage / "baselines.npz").is_file()
+    assert first["metrics"]["below_floor"] == "; ".join(baselines.below_floor(first["metrics"], first["metrics"]["baselines"]))
+
+    resized = run_trial(resolve_config("synthetic", "smoke", [*sets, "data.height=48", "data.width=64"]), None, tmp_path / "cache", tmp_path / "t3", show=False)
+    assert resized["stages"]["native_baselines"]["status"] == resized["stages"]["native_baselines_dev"]["status"] == "reused"
+    assert {k: v for k, v in resized["metrics"]["baselines"].items() if k in baselines.NATIVE} == {k: v for k, v in first["metrics"]["baselines"].items() if k in baselines.NATIVE}
 
     again = run_trial(resolve_config("synthetic", "smoke", [*sets, "score.lambda_L=0.3"]), None, tmp_path / "cache", tmp_path / "t2", show=False)
     assert again["stages"]["baselines"]["status"] == again["stages"]["baselines_dev"]["status"] == "reused"
@@ -125,3 +134,76 @@ def test_a_smoothed_trial_reads_floors_smoothed_alike():
     by_hand = baseline_aucs({**scores, **{b: smooth_in_videos(scores[b], videos, 1.0) for b in ("frame_difference", "position")}})
     assert smoothed == by_hand
     assert smoothed["frame_difference"]["auc_micro"] > raw["frame_difference"]["auc_micro"]
+
+
+def moving_square(n: int, speed: int, size: int = 32, height: int = 96, width: int = 160) -> np.ndarray:
+    """(n, H, W, 3) uint8: a textured size x size square moving `speed` pixels a frame to the right over a flat
+    grey background, starting at row 32, column 16. The texture (a smooth blob pattern) gives the optical flow
+    something to track inside the square, not only at its edges."""
+    yy, xx = np.mgrid[:size, :size]
+    texture = (128 + 60 * np.sin(yy / 3.0) * np.cos(xx / 4.0)).astype(np.uint8)
+    frames = np.full((n, height, width, 3), 60, np.uint8)
+    for t in range(n):
+        left = 16 + speed * t
+        frames[t, 32 : 32 + size, left : left + size] = texture[..., None]
+    return frames
+
+
+def test_native_difference_patch_by_hand():
+    """Frame 1 differs from frame 0 by 90 on one channel of a 32x32 block aligned to the 16-pixel grid (its mean
+    over channels: 30), frame 2 by 30 on all channels of a 16x16 block (the best patch holds it whole: 30 x 256 /
+    1024 = 7.5). Frame 0 takes frame 1's value."""
+    frames = np.zeros((3, 64, 96, 3), np.uint8)
+    frames[1, 16:48, 32:64, 0] = 90
+    frames[2] = frames[1]
+    frames[2, 0:16, 0:16] = 30
+    got = native_frame_scores(iter(frames))["difference_patch"]
+    np.testing.assert_allclose(got, [30.0, 30.0, 7.5])
+
+
+def test_native_flow_magnitude_reads_the_speed_in_native_pixels():
+    """A square at 2 and at 6 pixels a frame: the best patch's mean flow is below the speed (the flow is smooth
+    and the patch holds some background) but within a third of it, and three times as fast reads about three
+    times as much; a still video reads ~0."""
+    slow, fast = (native_frame_scores(iter(moving_square(6, s)))["flow_magnitude"] for s in (2, 6))
+    still = native_frame_scores(iter(moving_square(4, 0)))["flow_magnitude"]
+    assert np.all((slow[1:] > 2 * 2 / 3) & (slow[1:] < 2 * 1.1)), slow
+    assert np.all((fast[1:] > 6 * 2 / 3) & (fast[1:] < 6 * 1.1)), fast
+    assert 2.4 < fast[1:].mean() / slow[1:].mean() < 3.6
+    assert np.all(still < 0.05) and slow[0] == slow[1]
+
+
+def test_native_scores_of_a_split_and_their_aucs(tmp_path):
+    """Two labelled videos whose square speeds up on its anomalous frames: every floor finds them within each
+    video (auc_micro 1); a training split (no labels) gets all-0 labels and no AUCs in its stage info."""
+    def video(speeds):
+        frames = [moving_square(1, 0)[0]]
+        left = 0
+        for s in speeds[1:]:
+            left += s
+            frames.append(np.roll(moving_square(1, 0)[0], left, axis=1))
+        return np.stack(frames)
+
+    a = video([1] * 6 + [5] * 4 + [1] * 6)
+    b = video([2] * 5 + [8] * 5)
+    bench = ArrayBenchmark({"test": [("a", "s0", a, np.array([0] * 6 + [1] * 4 + [0] * 6)), ("b", "s0", b, np.array([0] * 5 + [1] * 5))],
+                            "train": [("t", "s0", a, None)]})
+    scores = native_scores(bench.videos("test"))
+    assert scores["video"].tolist() == ["a"] * 16 + ["b"] * 10 and set(scores) == {"video", "label", *baselines.NATIVE}
+    aucs = baseline_aucs(scores)
+    assert set(aucs) == set(baselines.NATIVE) and all(aucs[k]["auc_micro"] == 1.0 for k in baselines.NATIVE)
+    info = baselines.build_native_stage(bench.videos("train"), tmp_path)
+    assert info == {"aucs": {}, "frames": 16, "videos": 1}
+    with np.load(tmp_path / baselines.SCORES_FILE) as z:
+        assert z["label"].tolist() == [0] * 16
+
+
+def test_below_floor_names_the_protocol_and_the_strongest_floor():
+    floors = {"frame_difference": {"auc_micro": 0.87, "auc_micro_global": 0.70},
+              "flow_magnitude": {"auc_micro": 0.916, "auc_micro_global": 0.93}, "position": {"auc_micro": 0.75, "auc_micro_global": 0.75}}
+    assert baselines.strongest(floors, "auc_micro") == ("flow_magnitude", 0.916)
+    assert baselines.below_floor({"auc_micro": 0.92, "auc_micro_global": 0.90}, floors) == ["auc_micro_global 0.900 < flow_magnitude 0.930"]
+    assert baselines.below_floor({"auc_micro": 0.832, "auc_micro_global": 0.782}, floors) == [
+        "auc_micro 0.832 < flow_magnitude 0.916", "auc_micro_global 0.782 < flow_magnitude 0.930"]
+    assert baselines.below_floor({"auc_micro": 0.95, "auc_micro_global": 0.93}, floors) == []  # a tie is not below
+    assert baselines.below_floor({"auc_micro": 0.5}, {}) == [] and baselines.strongest({}, "auc_micro") is None

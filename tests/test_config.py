@@ -63,6 +63,24 @@ def test_training_sections_reject_values_out_of_range(section, override, message
         resolve_config("ped2", "smoke", [f"{section}.{override}"])
 
 
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["itae_train.crop=[64]"], r"itae_train\.crop=\[64\] must be \[\] \(whole inputs\) or \[height, width\]"),
+        (["flow.train.crop=[0, 4]"], r"flow\.train\.crop=\[0, 4\] must be"),
+        (["itae_train.crop=[72, 32]"], r"itae_train\.crop=\[72, 32\] must fit the 64x96 frames"),
+        (["itae_train.crop=[30, 32]"], r"frame size 30x32 must be divisible by 4"),
+        (["flow.train.crop=[18, 4]"], r"flow\.train\.crop=\[18, 4\] must fit the flows' 16x24 latent maps"),
+        (["flow.train.crop=[3, 4]"], r"latent 3x4 must be divisible by 2\*\*L=2"),
+        (["flow.train.crop=[4, 4]", "flow.prior.kind='hgad'"], r"flow\.train\.crop=\[4, 4\] needs a prior over positions"),
+    ],
+)
+def test_crops_must_fit_and_pass_the_strides(sets, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("ped2", "smoke", sets)
+    assert resolve_config("ped2", "smoke", ["itae_train.crop=[32, 48]", "flow.train.crop=[8, 12]"]).itae_train.crop == (32, 48)
+
+
 def test_unknown_profile_lists_the_allowed_ones():
     with pytest.raises(ConfigError, match="unknown profile 'fast'; allowed: smoke, laptop, paper"):
         resolve_config("ped2", "fast")

@@ -156,3 +156,49 @@ def test_the_flow_is_on_the_device_before_its_first_batch(first, tmp_path, monke
     trial = run_trial(resolve_config("synthetic", "smoke", [*TINY, "flow.glow.hidden=8"]), None, tmp_path / "cache", tmp_path / "out", show=False)
     assert trial["stages"]["itae"]["status"] == "reused" and trial["stages"]["flow_mot"]["status"] == "trained"
     assert firsts[0] == (device(), device())
+
+
+CROPS = ["itae_train.crop=[16, 24]", "flow.train.crop=[2, 4]", "deepspeed=cpu-bf16", "score.patch=8", "score.patch_stride=4"]
+
+
+def test_crops_inference_precision_and_patch_stride_enter_stage_keys_only_when_set():
+    """Older caches keep their keys: a config without the new fields has none of them in its slices."""
+    from vadcore.data import get_benchmark
+    from vadcore.pipeline import stage_slices
+    from vadcore.stages import StageStore
+
+    bench, store = get_benchmark("synthetic"), StageStore("unused")
+    plain, cropped = (stage_slices(resolve_config("synthetic", "smoke", [*TINY, *extra]), {"train": "t", "test": "u"}, store, frozenset(), bench)
+                      for extra in ([], CROPS))
+    assert "crop" not in plain["itae"]["train"] and "crop" not in plain["flow_mot"]["train"]
+    assert not {"inference", "patch_stride"} & {*plain["itae"], *plain["flow_app"], *plain["score"]}
+    assert cropped["itae"]["train"]["crop"] == [16, 24] and cropped["flow_mot"]["train"]["crop"] == [2, 4]
+    assert cropped["itae"]["inference"] == cropped["flow_app"]["inference"] == cropped["score"]["inference"] == "bfloat16"
+    assert cropped["score"]["patch_stride"] == 4
+
+
+def test_a_trial_trained_on_crops_in_bf16_scores_whole_frames(tmp_path):
+    """The ITAE trains on 16x24 crops of the 32x48 frames under bf16 autocast, the flows on 2x4 crops of its 4x6
+    latent maps (synthetic's strides halve the frame three times); validation, features and scores read whole
+    frames, every test frame gets a finite score."""
+    trial = run_trial(resolve_config("synthetic", "smoke", [*TINY, *CROPS]), None, tmp_path / "cache", tmp_path / "out", show=False)
+    assert trial["training"]["itae"]["precision"] == "bfloat16 autocast, fp32 weights"
+    assert trial["training"]["flow_mot"]["precision"] == "fp32"
+    info = json.loads((tmp_path / "cache/stages/flow_mot" / trial["stages"]["flow_mot"]["key"] / "info.json").read_text())
+    assert info["input_shape"][1:] == [4, 6]  # features of whole frames; the flow trained on crops of them
+    table = pq.read_table(tmp_path / "out/frame_scores.parquet")
+    assert table.num_rows == 1440 and np.isfinite(table.column("score").to_numpy()).all()
+
+
+def test_random_crops_cut_each_map_at_its_own_place():
+    import torch
+
+    from vadcore.pipeline import random_crops
+
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    assert random_crops(x, (), torch.Generator()) is x
+    crops = random_crops(x, (2, 3), torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 2, 3)
+    for m, c in zip(x, crops):
+        top, left = divmod(int(c[0, 0, 0]) % 30, 6)
+        torch.testing.assert_close(c, m[:, top : top + 2, left : left + 3])

@@ -11,6 +11,7 @@ from vadcore.scoring import (
     local_nll,
     minmax,
     mog2_foreground,
+    patch_max,
     recon_error,
     smooth_in_videos,
 )
@@ -48,6 +49,21 @@ def test_patch_covers_borders_with_full_patches(corner):
     # 5x5 with 2x2 patches: a corner pixel of error 1 lies in a full patch, mean 1/4 (not 1 from a 1x1 stub).
     frames, recon = _frame({corner: 0.9}, 5, 5)
     assert recon_error(frames, recon, patch=2).item() == pytest.approx(1 / 4)
+
+
+def test_patch_max_with_a_stride_by_hand():
+    """A 6x7 map, 4x4 patches every 2 pixels: rows start at 0, 2 and again at (6 - 4) % 2 = 0 back from the end;
+    columns at 0, 2 and at 1, 3 (the flush-right grid). Ones on rows 2-5 of column 6 (only the patch at column 3
+    reaches it): that patch's mean is 4/16; with patches every 4 pixels (tiles) the right-flush tile at
+    column 3 still covers it."""
+    maps = torch.zeros(1, 6, 7)
+    maps[0, 2:, 6] = 1.0
+    assert patch_max(maps, 4, 2).item() == pytest.approx(4 / 16)
+    assert patch_max(maps, 4, 4).item() == pytest.approx(4 / 16)
+    maps[0, 1, 1] = 8.0  # in the patches at rows 0 and columns 0 (and 1): 8/16 beats 4/16
+    assert patch_max(maps, 4, 2).item() == pytest.approx(8 / 16)
+    frames, recon = _frame({(1, 1): 0.9}, 6, 7)
+    assert recon_error(frames, recon, patch=4, stride=2).item() == pytest.approx(1 / 16)
 
 
 def test_mask_zeroes_background_before_pooling():

@@ -98,6 +98,8 @@ def test_selection_settings_are_validated(section, sets, message):
 
 # ---------------------------------------------------------------------------------------------- held-out videos
 
+SYNTHETIC = get_benchmark("synthetic")  # whose source files the native floors read, in stage_slices
+
 MANIFEST = {"per_video": {f"v{i:02d}": {} for i in range(10)}}
 
 
@@ -119,7 +121,7 @@ def test_a_holdout_outside_the_training_videos_is_a_data_error():
 def test_the_holdout_is_part_of_the_itae_stage_key(tmp_path):
     cfg = resolve_config("synthetic", "smoke", TINY)
     store = StageStore(tmp_path)
-    keys = [{n: store.key(n, s) for n, s in pipeline.stage_slices(cfg, {"train": "t", "test": "u"}, store, h).items()}
+    keys = [{n: store.key(n, s) for n, s in pipeline.stage_slices(cfg, {"train": "t", "test": "u"}, store, h, SYNTHETIC).items()}
             for h in (frozenset(), frozenset({"a"}), frozenset({"b"}))]
     assert len({k["itae"] for k in keys}) == 3 and len({k["flow_mot"] for k in keys}) == 3  # and everything downstream
 
@@ -130,7 +132,7 @@ def test_a_one_path_ae_is_shared_by_configs_that_differ_only_in_the_motion_path(
 
     def itae_key(*sets: str) -> str:
         cfg = resolve_config("synthetic", "smoke", [*TINY, *(s for s in sets if s)])
-        return store.key("itae", pipeline.stage_slices(cfg, {"train": "t", "test": "u"}, store, frozenset())["itae"])
+        return store.key("itae", pipeline.stage_slices(cfg, {"train": "t", "test": "u"}, store, frozenset(), SYNTHETIC)["itae"])
 
     motion = ("itae.motion_ratio=1.0", "itae.lateral=false", "itae.mot_temporal_kernels=[3, 3, 3, 3]")
     assert len({itae_key("itae.paths='app'", "flow.mot=false", m) for m in ("", *motion)}) == 1

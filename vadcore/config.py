@@ -62,6 +62,10 @@ class StepConfig:
     # are then only a report, so pair it with val_fraction = 0 to train on every video.
     select: Literal["best", "last"] = "best"
     patience: int = 0  # select = "best": stop after this many epochs without a lower held-out loss (0 = run every epoch)
+    # Train on random (height, width) crops of each input, () = whole inputs: the ITAE on crops of its clips (pixels,
+    # so a model trained at the native scale sees a walker at full size for a fraction of a frame's cost), a flow on
+    # crops of its latent maps (positions). Both are convolutional: validation and scoring read whole inputs.
+    crop: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,8 @@ class TrialConfig:
                 raise ConfigError(f"{step_name}.min_lr={step.min_lr!r} must be <= {step_name}.lr={step.lr!r}: it is the cosine annealing floor")
             if not 0 <= step.val_fraction < 1:
                 raise ConfigError(f"{step_name}.val_fraction={step.val_fraction} must be in [0, 1)")
+            if step.crop and (len(step.crop) != 2 or min(step.crop) < 1):
+                raise ConfigError(f"{step_name}.crop={list(step.crop)!r} must be [] (whole inputs) or [height, width], both >= 1")
             if step.patience and step.select != "best":
                 raise ConfigError(f"{step_name}.patience={step.patience} needs {step_name}.select='best' (got {step.select!r}): "
                                   "early stopping keeps the best epoch, not the last one; set patience=0")
@@ -138,6 +144,19 @@ class TrialConfig:
         if self.flow.mot and m.paths != "app+mot":
             raise ConfigError(f"flow.mot=true needs itae.paths='app+mot' (got itae.paths={m.paths!r})")
         h, w = m.latent_size(d.height, d.width)
+        if self.itae_train.crop:
+            ch, cw = self.itae_train.crop
+            if ch > d.height or cw > d.width:
+                raise ConfigError(f"itae_train.crop={list(self.itae_train.crop)} must fit the {d.height}x{d.width} frames (data.height, data.width)")
+            m.latent_size(ch, cw)  # a crop must pass the strides as a frame does
+        if self.flow.train.crop:
+            fh, fw = self.flow.train.crop
+            if fh > h or fw > w:
+                raise ConfigError(f"flow.train.crop={list(self.flow.train.crop)} must fit the flows' {h}x{w} latent maps")
+            self.flow.glow.check_input(2, fh, fw)
+            if not self.flow.prior.per_position:
+                raise ConfigError(f"flow.train.crop={list(self.flow.train.crop)} needs a prior over positions (flow.prior.kind='gaussian' or "
+                                  f"'hgad_position'): {self.flow.prior.kind!r} models the whole latent, whose size a crop changes")
         if self.flow.app or self.flow.mot:
             self.flow.glow.check_input(2, h, w)
         if self.flow.app or self.flow.mot:

@@ -61,7 +61,7 @@ def error_rows(trial_dir: Path, cache_root: Path, split: str = "dev", videos: li
     """[(caption, input (H, W), reconstruction (H, W), Eq. 7 error (H, W))], one per video, channels averaged,
     intensities in [0, 1]. `videos` None: every video of the split, in id order."""
     from vadcore.data.loader import load_manifest
-    from vadcore.pipeline import clip_to_float, load_itae, window_loader
+    from vadcore.pipeline import clip_to_float, load_itae, run_itae, window_loader
     from vadcore.scoring import error_map, recon_error
 
     cfg, itae_folder, folder = _stage_folders(trial_dir, cache_root, split)
@@ -88,21 +88,23 @@ def error_rows(trial_dir: Path, cache_root: Path, split: str = "dev", videos: li
         clip = next(c for s, c, _ in windows(video) if s == start)
         with torch.no_grad():
             x = clip_to_float(clip[None], torch.device("cpu"))
-            recon = itae(x).recon
+            recon = run_itae(cfg, itae, x).recon.float()
             err = error_map(x, recon)[0, T // 2]
-            r = float(recon_error(x, recon, cfg.score.patch)[0, T // 2])
+            r = float(recon_error(x, recon, cfg.score.patch, None, cfg.score.patch_stride)[0, T // 2])
         t = start + T // 2
         caption = f"{video} frame {t} label {labels[t]} R {r:.3f}"
         rows.append((caption, x[0, :, T // 2].mean(0).numpy(), recon[0, :, T // 2].mean(0).numpy(), err.numpy()))
     return rows
 
 
-def sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], zoom: int = 2) -> np.ndarray:
-    """RGB uint8 image: one captioned row per entry of `error_rows`, input | reconstruction | error."""
+def sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """RGB uint8 image: one captioned row per entry of `error_rows`, input | reconstruction | error; small frames
+    (64x96) drawn at twice their size, native ones (240x360) at theirs."""
     from PIL import Image, ImageDraw
 
     white = max(float(np.percentile(np.stack([e for *_, e in rows]), WHITE)), 1e-6)
     h, w = rows[0][1].shape
+    zoom = 2 if w < 200 else 1
     tile_w = w * zoom + 2
     out = Image.new("RGB", (3 * tile_w, len(rows) * (h * zoom + CAPTION)), "white")
     draw = ImageDraw.Draw(out)

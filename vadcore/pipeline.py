@@ -28,7 +28,7 @@ from torch import nn
 from vadcore import atomic, baselines
 from vadcore.config import TrialConfig, resolve_config
 from vadcore.configtools import to_dict
-from vadcore.data import DEV, SPLITS, get_benchmark, scene_holdout
+from vadcore.data import DEV, SPLITS, Benchmark, get_benchmark, scene_holdout
 from vadcore.data.devsplit import kind_masks
 from vadcore.data.loader import ClipDataset, clip_batches, iter_shard, load_manifest
 from vadcore.data.shards import ShardSpec, ensure_shards
@@ -41,7 +41,7 @@ from vadcore.models.losses import reconstruction_loss
 from vadcore.progress import progress_bar
 from vadcore.scoring import combine_nll, frames_from_windows, local_nll, mog2_foreground, recon_error
 from vadcore.stages import StageRecord, StageStore
-from vadcore.train import Launch, describe_run, device, fit, in_process, steps_in, world
+from vadcore.train import Launch, autocast_dtype, describe_run, device, fit, in_process, inference_autocast, steps_in, world
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -74,16 +74,25 @@ def split_videos(manifest: dict[str, Any], fraction: float, seed: int, holdout: 
 
 
 def window_loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: set[str] | None = None, epoch: int = 0, stride: int | None = None):
-    """(dataset, one pass of its batches): windows of the training split (shuffled, train=True) or in order
-    (train=False: every frame covered). ceil(windows / batch) batches whatever `data.loader_workers` is."""
+    """(dataset, one pass of its batches): windows of the training split (shuffled, train=True, cut to
+    `itae_train.crop` when set) or whole and in order (train=False: every frame covered). ceil(windows / batch)
+    batches whatever `data.loader_workers` is."""
     stride = stride or (cfg.data.train_stride if train else cfg.data.test_stride)
-    ds = ClipDataset(folder, cfg.itae.frames, stride, train=train, seed=cfg.seed, videos=videos)
+    crop = tuple(cfg.itae_train.crop) if train and cfg.itae_train.crop else None
+    ds = ClipDataset(folder, cfg.itae.frames, stride, train=train, seed=cfg.seed, videos=videos, crop=crop)
     ds.set_epoch(epoch)
     return ds, clip_batches(ds, batch, cfg.data.loader_workers)
 
 
 def clip_to_float(clip: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return clip.to(dev, non_blocking=True).float().div_(255.0)  # uint8 (B, C, T, H, W) -> float in [0, 1]
+
+
+def run_itae(cfg: TrialConfig, itae: ITAE, x: torch.Tensor):
+    """An inference pass of the ITAE (validation, flow features, scoring) in the precision it trained in
+    (`inference_autocast`); callers cast what they keep to float32."""
+    with inference_autocast(cfg.deepspeed):
+        return itae(x)
 
 
 # ----------------------------------------------------------------------------------------------- step 1
@@ -107,7 +116,7 @@ def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report |
 
     def validate(module) -> float:
         _, loader = window_loader(train_folder, cfg, train=False, batch=cfg.itae_train.batch_size, videos=val_videos, stride=cfg.data.train_stride)
-        losses = [reconstruction_loss(x := clip_to_float(b["clip"], dev), module(x).recon, cfg.loss)[0].item() for b in loader]
+        losses = [reconstruction_loss(x := clip_to_float(b["clip"], dev), run_itae(cfg, module, x).recon.float(), cfg.loss)[0].item() for b in loader]
         return float(np.mean(losses))
 
     with progress_bar("step 1: ITAE", steps * cfg.itae_train.epochs, enabled=show and world()[0] == 0) as advance:
@@ -194,13 +203,24 @@ def extract_features(cfg: TrialConfig, itae: ITAE, folder: Path, path: str, vide
     with open(file, "wb") as f:
         for b in batches:
             x = clip_to_float(b["clip"], dev)
-            feats = flow_input(cfg, x, itae(x), path).float().cpu().numpy()  # (B, c, h, w)
+            feats = flow_input(cfg, x, run_itae(cfg, itae, x), path).float().cpu().numpy()  # (B, c, h, w)
             feats.tofile(f)
             ys.append(torch.tensor([scenes.index(s) for s in b["scene"]]))
             shape = feats.shape[1:]
             del b, x, feats  # alive beside the next batch, they fragment the heap: +170 MB peak RSS, measured
     y = torch.cat(ys)
     return FeatureFile(file, (len(y), *shape)), y
+
+
+def random_crops(x: torch.Tensor, size: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Each map of x (N, c, h, w) cut to a size = (h', w') region at a place of its own drawn from `gen`, (N, c, h', w');
+    x itself when size is () (`flow.train.crop` unset)."""
+    if not size:
+        return x
+    fh, fw = size
+    tops = torch.randint(0, x.shape[2] - fh + 1, (len(x),), generator=gen).tolist()
+    lefts = torch.randint(0, x.shape[3] - fw + 1, (len(x),), generator=gen).tolist()
+    return torch.stack([m[:, t : t + fh, l : l + fw] for m, t, l in zip(x, tops, lefts)])
 
 
 class FlowModel(nn.Module):
@@ -245,14 +265,14 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
         step = cfg.flow.train
         dev = device()
         model = FlowModel(cfg, c, h, w, len(scenes)).to(dev)  # on the engine's device before its first batch
-        with torch.no_grad():  # ActNorm's data-dependent init on a first batch, before the engine copies weights
-            model.glow(x_fit[torch.randperm(len(x_fit))[: max(step.batch_size, 64)]].to(dev))
-        steps = steps_in(len(x_fit), step.batch_size, step.max_steps)
         gen = torch.Generator().manual_seed(cfg.seed)
+        with torch.no_grad():  # ActNorm's data-dependent init on a first batch, before the engine copies weights
+            model.glow(random_crops(x_fit[torch.randperm(len(x_fit))[: max(step.batch_size, 64)]], step.crop, gen).to(dev))
+        steps = steps_in(len(x_fit), step.batch_size, step.max_steps)
 
         def batches(epoch: int):
             for idx in torch.randperm(len(x_fit), generator=gen).split(step.batch_size):
-                yield x_fit[idx], y_fit[idx]
+                yield random_crops(x_fit[idx], step.crop, gen), y_fit[idx]
 
         def loss_fn(engine, batch, progress):
             xb, yb = (t.to(dev) for t in batch)
@@ -359,12 +379,12 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
     with progress_bar("scoring test windows", ds.num_windows(), enabled=show) as advance:
         for b in loader:
             x = clip_to_float(b["clip"], dev)
-            rec_out = itae(x)
+            rec_out = run_itae(cfg, itae, x)
             mask = None
             if masks is not None:
                 mask = torch.stack([torch.from_numpy(masks[v][s : s + cfg.itae.frames]) for v, s in zip(b["video"], b["start"].tolist())])
                 mask = mask[:, None].to(dev, torch.float32)  # (B, 1, T, H, W)
-            r = recon_error(x, rec_out.recon, cfg.score.patch, mask).cpu().numpy()
+            r = recon_error(x, rec_out.recon.float(), cfg.score.patch, mask, cfg.score.patch_stride).cpu().numpy()
             nll = {p: m.bits_per_dim(flow_input(cfg, x, rec_out, p), p in mapped) for p, m in flow_models.items()}
             nll = {p: tuple(None if t is None else t.cpu().numpy() for t in pair) for p, pair in nll.items()}  # one copy per batch
             for i, (v, s) in enumerate(zip(b["video"], b["start"].tolist())):
@@ -484,38 +504,76 @@ def versions() -> dict[str, str]:
     return out
 
 
-def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore, holdout: frozenset[str]) -> dict[str, dict[str, Any]]:
+def stage_slices(cfg: TrialConfig, shard_keys: dict[str, str], store: StageStore, holdout: frozenset[str], bench: Benchmark) -> dict[str, dict[str, Any]]:
     """The config slice of every cached stage, upstream keys included: what a stage's output depends on.
 
     The single source of truth for stage identity: `run_trial` builds with it, `python -m sweeps show`
     plans with it (shard_keys: the shard folders' names, which hash the shard spec and the source files;
-    holdout: the benchmark's `dev_holdout`, the ITAE's validation videos when not empty).
+    holdout: the benchmark's `dev_holdout`, the ITAE's validation videos when not empty; bench: whose source
+    files the native floors read).
     """
     c = to_dict(cfg)
-    itae = {"shards": shard_keys["train"], "itae": cfg.itae.built_fields(), "loss": c["loss"], "train": c["itae_train"], "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed,
-            "holdout": sorted(holdout)}
+    # fields added since the first stages were cached enter a slice only when set, so those stages keep their keys
+    inference = {"inference": dtype} if (dtype := autocast_dtype(cfg.deepspeed)) else {}  # the ITAE's passes (run_itae)
+    itae = {"shards": shard_keys["train"], "itae": cfg.itae.built_fields(), "loss": c["loss"], "train": _step(c["itae_train"]), "train_stride": cfg.data.train_stride, "seed": cfg.seed, "deepspeed": cfg.deepspeed,
+            "holdout": sorted(holdout), **inference}
     slices = {"itae": itae}
     itae_key = store.key("itae", itae)
     flow_keys = {}
     for path in ("app", "mot"):
         if getattr(cfg.flow, path):
-            flow = {"itae": itae_key, "glow": c["flow"]["glow"], "prior": c["flow"]["prior"], "train": c["flow"]["train"], "seed": cfg.seed}
+            flow = {"itae": itae_key, "glow": c["flow"]["glow"], "prior": c["flow"]["prior"], "train": _step(c["flow"]["train"]), "seed": cfg.seed, **inference}
             if path == "app":
                 flow["extra_input"] = cfg.flow.extra_input
             slices[f"flow_{path}"] = flow
             flow_keys[path] = store.key(f"flow_{path}", flow)
-    slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride}
+    slices["score"] = {"itae": itae_key, "flows": flow_keys, "shards": shard_keys["test"], "patch": cfg.score.patch, "background": cfg.score.background, "test_stride": cfg.data.test_stride,
+                       **({"patch_stride": cfg.score.patch_stride} if cfg.score.patch_stride else {}), **inference}
     if DEV in shard_keys:  # the development split, scored exactly as the test split
         slices["score_dev"] = {**slices["score"], "shards": shard_keys[DEV]}
     for name, split in (("baselines", "test"), ("baselines_dev", DEV)):  # model-free floors: the shard folder alone
         if split in shard_keys:
             slices[name] = {"shards": shard_keys[split]}
+            slices[f"native_{name}"] = baselines.native_slice(bench, split)  # and at the benchmark's own size
     return slices
+
+
+def _step(step: dict[str, Any]) -> dict[str, Any]:
+    """A StepConfig's fields in a stage slice: `crop` only when set (see `stage_slices`)."""
+    return {k: v for k, v in step.items() if k != "crop" or v}
 
 
 def trial_splits(cfg: TrialConfig) -> tuple[str, ...]:
     """The shard sets a trial reads: training, test, and the development split when `data.dev` asks for it."""
     return (*SPLITS, DEV) if cfg.data.dev else SPLITS
+
+
+def trial_floors(cfg: TrialConfig, bench: Benchmark, store: StageStore, slices: dict[str, dict[str, Any]], folders: dict[str, Path],
+                 record: Callable[[StageRecord, float], None], show: bool) -> dict[str, Any]:
+    """`vadcore.baselines`' AUCs to set beside the variants', smoothed as the trial's score is: {"baselines",
+    "dev_baselines": {floor: {auc_micro, ...}}, "dev_kinds_baselines": {kind: {floor: ...}}}. The shard floors are
+    one build per split and resolution, the native ones one per split, each reused by every trial; the native
+    ones are read on the videos this trial scores (a scene subset's)."""
+    floors: dict[str, Any] = {}
+    for name, split, key in (("baselines", "test", "baselines"), ("baselines_dev", DEV, "dev_baselines")):
+        if name not in slices:
+            continue
+        parts = []
+        for stage, build in ((name, partial(baselines.build_stage, folders[split])),
+                             (f"native_{name}", partial(baselines.build_native_stage, bench.videos(split), show=show))):
+            t0 = time.perf_counter()
+            rec = store.get_or_build(stage, slices[stage], build, files=(baselines.SCORES_FILE,))
+            record(rec, time.perf_counter() - t0)
+            with np.load(rec.path / baselines.SCORES_FILE) as z:
+                parts.append({k: z[k] for k in z.files})
+        shard, native = parts
+        mine = np.isin(native["video"], list(load_manifest(folders[split])["per_video"]))
+        native = {k: v[mine] for k, v in native.items()}
+        floors[key] = {**baselines.baseline_aucs(shard, cfg.score.smooth), **baselines.baseline_aucs(native, cfg.score.smooth)}
+        if split == DEV and (kinds := kind_masks(shard["video"])):  # how hard each kind's copies are without a model
+            by_kind = [baselines.group_aucs(part, kind_masks(part["video"]), cfg.score.smooth) for part in (shard, native)]
+            floors["dev_kinds_baselines"] = {kind: {**by_kind[0][kind], **by_kind[1].get(kind, {})} for kind in kinds}
+    return floors
 
 
 TRAINING_FIELDS = ("world_size", "device", "precision", "deepspeed", "kept_epoch", "epochs_run", "stopped_early", "selected_by")  # trial.json's `training`
@@ -550,7 +608,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         stages[f"shards_{split}"] = {"key": folders[split].name, "status": "trained" if written else "reused", "seconds": round(time.perf_counter() - t0, 3)}
 
     holdout = scene_holdout(bench, cfg.data.scenes)
-    slices = stage_slices(cfg, {split: f.name for split, f in folders.items()}, store, holdout)
+    slices = stage_slices(cfg, {split: f.name for split, f in folders.items()}, store, holdout, bench)
     t0 = time.perf_counter()
     itae_stage = store.get_or_build("itae", slices["itae"], lambda out: launch(partial(build_itae, cfg, folders["train"], out, show=show, holdout=holdout), report, out),
                                     files=("itae.pt",))
@@ -572,20 +630,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
             scored[name] = store.get_or_build(name, slices[name], build, files=("scores.npz",), inputs=(itae_stage, *flows.values()))
             record(scored[name], time.perf_counter() - t0)
 
-    floors = {}  # vadcore.baselines' AUCs beside the variants': one build per split and resolution, reused by every trial
-    for name, split, key in (("baselines", "test", "baselines"), ("baselines_dev", DEV, "dev_baselines")):
-        if name in slices:
-            t0 = time.perf_counter()
-            rec = store.get_or_build(name, slices[name], partial(baselines.build_stage, folders[split]), files=(baselines.SCORES_FILE,))
-            record(rec, time.perf_counter() - t0)
-            floors[key] = rec.info["aucs"]  # unsmoothed; a smoothed score is set beside floors smoothed alike
-            if cfg.score.smooth > 0 or split == DEV:
-                with np.load(rec.path / baselines.SCORES_FILE) as z:
-                    base = {k: z[k] for k in z.files}
-                if cfg.score.smooth > 0:
-                    floors[key] = baselines.baseline_aucs(base, cfg.score.smooth)
-                if split == DEV and (kinds := kind_masks(base["video"])):  # how hard each kind's copies are without a model
-                    floors["dev_kinds_baselines"] = baselines.group_aucs(base, kinds, cfg.score.smooth)
+    floors = trial_floors(cfg, bench, store, slices, folders, record, show)
 
     t0 = time.perf_counter()
     metrics, scores, final, l, local = evaluate_stage(cfg, bench, scored["score"])
@@ -594,7 +639,11 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         metrics.update({f"dev_{k}": v for k, v in dev_metrics.items() if isinstance(v, (int, float))})
         if kinds := kind_masks(dev["video"]):  # a dev split made from training videos: each pseudo-anomaly kind alone
             metrics["dev_kinds"] = group_reports(kinds, dev["label"].astype(int), dev["video"], dev["r"], dev_l, cfg.score, dev_local)
-    metrics.update(floors)  # baselines, dev_baselines: {frame_difference, position: {auc_micro, auc_micro_global, auc_macro}}
+    metrics.update(floors)  # baselines, dev_baselines: {frame_difference, position, flow_magnitude, ...: {auc_micro, ...}}
+    for prefix in ("", "dev_"):  # in words, for every table that shows the trial: "" when it beats every floor
+        if f"{prefix}baselines" in floors:
+            own = {p: metrics.get(f"{prefix}{p}") for p in baselines.AUCS}
+            metrics[f"{prefix}below_floor"] = "; ".join(baselines.below_floor(own, floors[f"{prefix}baselines"]))
     stages["evaluate"] = {"key": None, "status": "computed", "seconds": round(time.perf_counter() - t0, 3)}
 
     trial = {

@@ -38,6 +38,7 @@ class ScoreConfig:
     lambda_L: float = 1.0  # Eq. 9 weight of norm(L); the paper does not give its value
     patch: int = 0  # 0: R is the mean over all pixels; >0: max over patch x patch means (paper, Ped2: 32 at
     # 240x360). A profile at a smaller resolution needs a proportionally smaller patch; the pipeline passes it.
+    patch_stride: int = 0  # pixels between those patches; 0 = patch (tiles, as the paper's "patches" read)
     normalise: Literal["video", "global"] = "video"  # Eq. 9 min-max: within each video (paper) or over the test set
     background: Literal["none", "mog2"] = "none"  # "mog2": zero the error on MOG2 background (paper, ShanghaiTech)
     lambda_local: float = 0.0  # weight of norm(local L) added to Eq. 9; 0 = the paper's score
@@ -56,6 +57,8 @@ class ScoreConfig:
             raise ConfigError(f"score.local_paths={list(self.local_paths)!r} must be a non-empty list of 'app', 'mot'")
         if self.patch < 0:
             raise ConfigError(f"score.patch={self.patch!r} must be 0 (mean over pixels) or a patch size > 0")
+        if self.patch_stride < 0 or self.patch_stride > self.patch:
+            raise ConfigError(f"score.patch_stride={self.patch_stride!r} must be 0 (= score.patch) or in 1..score.patch={self.patch}")
         for name, allowed in (("normalise", NORMALISE), ("background", BACKGROUND)):
             value = getattr(self, name)
             if value not in allowed:
@@ -70,15 +73,14 @@ def error_map(frames: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 
 
 def recon_error(
-    frames: torch.Tensor, recon: torch.Tensor, patch: int = 0, mask: torch.Tensor | None = None
+    frames: torch.Tensor, recon: torch.Tensor, patch: int = 0, mask: torch.Tensor | None = None, stride: int = 0
 ) -> torch.Tensor:
     """Eq. 7 per frame: R = -log10(1 - |I - Î|), averaged over channels, then over pixels or patch-maxed.
 
     frames, recon: (B, C, T, H, W) in [0, 1], on any device (the model's: no copy to the CPU).
     patch: 0 for the mean over all pixels; p > 0 for the max over the means of p x p patches, which keeps a
-        small anomaly (Ped2's bikes and carts) from being averaged away. The patches tile the frame from the
-        top-left and again from the bottom-right corner, so every pixel lies in a full p x p patch when p
-        does not divide H or W; p is clipped to the frame size.
+        small anomaly (Ped2's bikes and carts) from being averaged away (`patch_max`). stride: pixels between
+        patches, 0 = p (the patches tile the frame from the top-left and again from the bottom-right corner).
     mask: optional (B, 1, T, H, W) foreground mask in {0, 1} (`mog2_foreground`); background error is zeroed
         before pooling, so a mean still divides by all H*W pixels.
     Returns (B, T).
@@ -89,10 +91,21 @@ def recon_error(
     B, T, H, W = err.shape
     if patch == 0:
         return err.mean((-2, -1))
+    return patch_max(err.reshape(B * T, H, W), patch, stride or patch).view(B, T)
+
+
+def patch_max(maps: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    """The largest patch x patch mean of each map, (N, H, W) -> (N,); patches every `stride` pixels.
+
+    Patches start at 0, stride, 2 stride, ... and again at the same steps back from the bottom-right corner,
+    so every pixel lies in a full patch whatever H and W are (stride = patch: two tilings). patch is clipped
+    to the map size. Eq. 7's Ped2 patch max and the motion floors of `vadcore.baselines` share it.
+    """
+    N, H, W = maps.shape
     ph, pw = min(patch, H), min(patch, W)
-    flat = err.reshape(B * T, 1, H, W)
-    means = [F.avg_pool2d(flat[..., oh:, ow:], (ph, pw)).amax((1, 2, 3)) for oh in {0, H % ph} for ow in {0, W % pw}]
-    return torch.stack(means).amax(0).view(B, T)
+    flat = maps.reshape(N, 1, H, W)
+    means = [F.avg_pool2d(flat[..., oh:, ow:], (ph, pw), stride).amax((1, 2, 3)) for oh in {0, (H - ph) % stride} for ow in {0, (W - pw) % stride}]
+    return torch.stack(means).amax(0)
 
 
 def mog2_foreground(frames: np.ndarray, dilate: int = 3, history: int = 500, var_threshold: float = 16.0) -> np.ndarray:

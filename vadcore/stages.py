@@ -27,7 +27,8 @@ from vadcore.configtools import stable_hash
 from vadcore.errors import VadError
 
 # Bump a stage's version when its code changes what it produces: old outputs then stop matching.
-STAGE_VERSIONS = {"itae": 1, "flow_app": 3, "flow_mot": 3, "score": 3, "score_dev": 3, "baselines": 1, "baselines_dev": 1}
+STAGE_VERSIONS = {"itae": 1, "flow_app": 3, "flow_mot": 3, "score": 3, "score_dev": 3, "baselines": 1, "baselines_dev": 1,
+                  "native_baselines": 1, "native_baselines_dev": 1}
 BOOKKEEPING = ("info.json", "slice.json")  # written by the store itself; info.json holds the others' checksums
 
 

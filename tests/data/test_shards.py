@@ -73,6 +73,34 @@ def test_train_windows_are_shuffled_deterministically(bench, cache):
     assert [(i["video"], i["start"]) for i in ds] != first
 
 
+def test_train_crops_cut_every_frame_of_a_window_at_one_seeded_place(cache):
+    """Frames whose pixel (r, c) holds 16 r + c + 20 (k % 3) in frame k: a crop's corner gives its place, the same in
+    all frames of a window; places vary, repeat for the same seed and epoch, and reach both far borders."""
+    rows, cols = np.mgrid[:12, :16]
+    frames = np.stack([16 * rows + cols + 20 * (k % 3) for k in range(60)]).astype(np.uint8)
+    bench = ArrayBenchmark({"train": [("v", "s", np.repeat(frames[..., None], 3, -1), None)]})
+    folder, _ = ensure_shards(bench, ShardSpec("arrays", "train", 12, 16, 1), cache, show_progress=False)
+
+    def places(seed: int) -> list[tuple[int, int]]:
+        out = []
+        for item in ClipDataset(folder, frames=4, stride=1, train=True, seed=seed, crop=(5, 7)):
+            clip = item["clip"][0].numpy().astype(int)  # (T, 5, 7)
+            assert clip.shape == (4, 5, 7)
+            corner = clip[:, 0, 0] - 20 * ((item["start"] + np.arange(4)) % 3)
+            assert (corner == corner[0]).all()  # one place for the whole window
+            np.testing.assert_array_equal(clip - clip[:, :1, :1], np.broadcast_to(16 * np.arange(5)[:, None] + np.arange(7), (4, 5, 7)))
+            out.append(divmod(int(corner[0]), 16))
+        return out
+
+    first = places(1)
+    assert first == places(1) and first != places(2)
+    assert len(set(first)) > 10 and max(r for r, _ in first) == 12 - 5 and max(c for _, c in first) == 16 - 7
+    with pytest.raises(DataError, match="13x7 crop does not fit the 12x16 frames"):
+        ClipDataset(folder, frames=4, stride=1, train=True, crop=(13, 7))
+    with pytest.raises(ValueError, match="training windows only"):
+        ClipDataset(folder, frames=4, stride=1, train=False, crop=(5, 7))
+
+
 def test_dataloader_workers_split_shards_without_loss_or_duplicates(bench, cache):
     ds = ClipDataset(shards(bench, cache), frames=16, stride=4, train=False)
     single = Counter((i["video"], i["start"]) for i in ds)

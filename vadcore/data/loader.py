@@ -217,6 +217,8 @@ class ClipDataset(IterableDataset):
     seeded shuffle buffer. train=False: every window in order plus one flush with each video's end.
     Each item: {"clip": uint8 (C, T, H, W), "video", "scene", "start", "labels": uint8 (T,)}.
     `videos` restricts the windows to a subset of videos (shards are still read whole and verified).
+    `crop` (h, w): each window is cut to an h x w region at a seeded random place (train=True only: a model
+    trained on crops at the native scale scores whole frames), the same region in all T frames.
     """
 
     def __init__(
@@ -229,10 +231,18 @@ class ClipDataset(IterableDataset):
         seed: int = 0,
         shuffle_buffer: int = 256,
         videos: set[str] | None = None,
+        crop: tuple[int, int] | None = None,
     ):
         self.folder, self.frames, self.stride, self.train = Path(folder), frames, stride, train
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
         self.manifest = load_manifest(self.folder)
+        if crop is not None:
+            if not train:
+                raise ValueError("crop applies to training windows only: scoring reads whole frames")
+            h, w = self.manifest.get("resolution", crop)
+            if crop[0] > h or crop[1] > w:
+                raise DataError(f"a {crop[0]}x{crop[1]} crop does not fit the {h}x{w} frames of {self.folder}")
+        self.crop = crop
         # videos: a subset (e.g. the held-out validation videos); None = all
         self.lengths = {v: i["frames"] for v, i in self.manifest["per_video"].items() if videos is None or v in videos}
 
@@ -266,7 +276,11 @@ class ClipDataset(IterableDataset):
         if self.train:
             windows = _shuffled(windows, self.shuffle_buffer, rng)
         for w in windows:
-            clip = torch.from_numpy(np.ascontiguousarray(w.frames)).permute(3, 0, 1, 2)  # (T,H,W,C) -> (C,T,H,W)
+            frames = w.frames
+            if self.crop is not None:  # the same region of every frame: (T, h, w, C)
+                top, left = rng.randrange(frames.shape[1] - self.crop[0] + 1), rng.randrange(frames.shape[2] - self.crop[1] + 1)
+                frames = frames[:, top : top + self.crop[0], left : left + self.crop[1]]
+            clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (T,H,W,C) -> (C,T,H,W)
             yield {"clip": clip, "video": w.video, "scene": w.scene, "start": w.start, "labels": torch.from_numpy(w.labels)}
 
 
