@@ -17,9 +17,15 @@ def progress_bar(description: str, total: int | None, *, enabled: bool = True, u
         return
     from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn, TransferSpeedColumn)
+    from rich.table import Column
 
-    counts = (DownloadColumn(), TransferSpeedColumn()) if unit == "bytes" else (MofNCompleteColumn(),)
-    columns = (TextColumn("{task.description}"), BarColumn(), *counts, TimeElapsedColumn(), TimeRemainingColumn())
+    if unit == "bytes":  # a narrower bar, and figures that never wrap mid-number on an 80-column pipe
+        whole = Column(no_wrap=True)
+        counts = (BarColumn(bar_width=20), DownloadColumn(table_column=whole), TransferSpeedColumn(table_column=whole))
+    else:
+        counts = (BarColumn(), MofNCompleteColumn())
+    text = TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis"))
+    columns = (text, *counts, TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(description, total=total, completed=completed)
         yield lambda n=1: bar.advance(task, n)

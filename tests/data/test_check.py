@@ -120,3 +120,10 @@ def test_the_sweep_checks_its_benchmarks_before_ray_once(data_root, tmp_path, mo
     video.write_bytes(data[: len(data) // 3])
     with pytest.raises(DataError, match=r"08\.avi: the container announces 36 frames"):
         check_data(["avenue"], str(bad))
+
+
+def test_the_same_files_under_another_root_are_checked_there(fetch_cli, data_root, tmp_path):
+    first, second = avenue_subset(data_root, tmp_path / "a"), avenue_subset(data_root, tmp_path / "b")
+    assert fetch_cli("data", "check", "--data-root", first)[0] == 0
+    code, out = fetch_cli("data", "check", "--data-root", second)
+    assert code == 0 and "checked before" not in out and f"in {second}/avenue/testing_videos" in out

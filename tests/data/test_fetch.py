@@ -329,3 +329,27 @@ def test_a_mirror_without_the_file_is_named(served, fetch_cli, tmp_path):
     code, out = fetch_cli("data", "fetch", "ped2", "--to", tmp_path / "data", "--mirror", served.url + "elsewhere/")
     assert code == 2 and "HTTP 404" in one_error(out) and "published name" in one_error(out)
     no_dataset(tmp_path / "data", "ped2")
+
+
+def test_a_full_disk_while_unpacking_leaves_nothing_behind(avenue_archives, tmp_path):
+    """A real full disk: a 5 MB tmpfs (mounted in a private mount namespace) as --to, Avenue_Dataset.zip (7.1 MB)
+    unpacked from --from files elsewhere. The listing of --to is taken inside the namespace, before it goes."""
+    local = []
+    for name, data in avenue_archives.items():
+        (tmp_path / name).write_bytes(data)
+        local += ["--from", str(tmp_path / name)]
+    sums = [a for f, data in avenue_archives.items() for a in ("--sha256", f"{f}={fx.sha256(data)}")]
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    fetch = " ".join(["exec", sys.executable, "-m", "vadcore", "data", "fetch", "avenue", "--to", str(disk / "data"), *local, *sums,
+                      "--no-progress"])
+    script = f"mount -t tmpfs -o size=5m tmpfs {disk} || exit 99; ({fetch}); echo rc=$?; ls -A {disk / 'data'}"
+    try:
+        done = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    except FileNotFoundError:
+        pytest.skip("no unshare here to mount a small filesystem (the write-error tests above still run)")
+    if done.returncode == 99 or "rc=" not in done.stdout:
+        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.strip()}")
+    line = one_error(done.stdout + done.stderr)
+    assert "rc=2" in done.stdout and "No space left on device" in line and "Avenue Dataset" in line
+    assert done.stdout.split("rc=2")[1].split() == [DOWNLOADS]  # no avenue/, no .avenue.tmp-*

@@ -122,8 +122,11 @@ def _unpack_zip(path: Path, spec: Archive, dest: Path, advance: Callable[[int], 
                     out.mkdir(parents=True, exist_ok=True)
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                try:
+                    with zf.open(info) as src, open(out, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except OSError as e:  # a full disk: say which file could not be written
+                    raise OSError(e.errno, e.strerror, str(out)) from None
                 advance(info.file_size)
     except zipfile.BadZipFile as e:
         raise DataError(f"{path}: the zip is damaged ({e}); download it again") from None

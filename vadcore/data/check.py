@@ -4,8 +4,9 @@ For each benchmark found (or named): videos and frames per split beside the publ
 each test video's labels against its frames, the first and the last frame of every video decoded (a cut-short
 download shows there), frame sizes and bytes on disk. The first problem is a DataError (exit 2) naming the file.
 
-A benchmark that passed is remembered under the cache by its split fingerprints (file names and sizes: the key
-its shards are written under), so the check before every sweep lists files and decodes nothing until one changes.
+A benchmark that passed is remembered under the cache by its folder and its split fingerprints (file names and
+sizes: the key its shards are written under), so the check before every sweep lists files and decodes nothing
+until one changes.
 
     python -m vadcore data check --data-root ../shared/data ped2 avenue
 """
@@ -88,7 +89,8 @@ def check_data_root(names: list[str] | tuple[str, ...] = (), data_root: str | Pa
 
 
 def _checked(bench: Benchmark, cache: Path, show: bool, say: Callable[[str], None]) -> dict[str, SplitSummary]:
-    key = stable_hash({"format": CHECK_FORMAT, "benchmark": bench.name, **{s: bench.fingerprint(s) for s in SPLITS}})
+    key = stable_hash({"format": CHECK_FORMAT, "benchmark": bench.name, "root": str(bench.data_root),
+                       **{s: bench.fingerprint(s) for s in SPLITS}})
     record = cache / "data-checks" / f"{bench.name}-{key}.json"
     if record.is_file():
         summary = {s: SplitSummary(**d) for s, d in json.loads(record.read_text()).items()}

@@ -1,11 +1,11 @@
 """`python -m vadcore data`: get a benchmark as its authors publish it, and check a data root before a sweep.
 
-    python -m vadcore data fetch ped2 --to data            # UCSD's archive (706 MB, Ped1 + Ped2), Ped2 kept, checked
-    python -m vadcore data fetch avenue --to data          # Avenue's videos zip and labels zip
-    python -m vadcore data fetch shanghaitech --to data
-    python -m vadcore data fetch ped2 --to data --from ~/Downloads/UCSD_Anomaly_Dataset.tar.gz
-    python -m vadcore data fetch ped2 --to data --mirror http://mirror.example.edu/vad/ --sha256 HEX
-    python -m vadcore data check --data-root data          # every benchmark under data/ (or name some)
+    python -m vadcore data fetch ped2 --to ~/vad-data          # UCSD's archive (706 MB, Ped1 + Ped2): Ped2 kept, checked
+    python -m vadcore data fetch avenue --to ~/vad-data        # Avenue's videos zip and labels zip
+    python -m vadcore data fetch shanghaitech --to ~/vad-data
+    python -m vadcore data fetch ped2 --to ~/vad-data --from ~/Downloads/UCSD_Anomaly_Dataset.tar.gz
+    python -m vadcore data fetch ped2 --to ~/vad-data --mirror http://mirror.example.edu/vad/ --sha256 HEX
+    python -m vadcore data check --data-root ~/vad-data        # every benchmark there (or name some)
 
 Interrupted at any point, the same command again finishes the job (vadcore/data/fetch.py says how).
 """

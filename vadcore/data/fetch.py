@@ -113,8 +113,9 @@ def fetch(name: str, to: Path, srcs: list[Source], *, keep_archives: bool, show:
                                                      "archives": [{"file": s.archive.file, "from": s.url or str(s.path),
                                                                    "sha256": s.sha256} for s in srcs]})
         except OSError as e:  # a full disk, a file-size limit, an I/O error, a folder not writable
-            raise DataError(f"cannot unpack into {to}: {e.strerror} ({e.filename}); free some space (or fetch --to another "
-                            f"disk) and rerun: the verified archives are kept, nothing half-unpacked is") from None
+            where = f" ({e.filename})" if e.filename else ""
+            raise DataError(f"cannot unpack into {to}: {e.strerror}{where}; free some space (or fetch --to another disk) and "
+                            f"rerun: the verified archives are kept, nothing half-unpacked is") from None
         say(f"{name}: unpacked into {target} in {time.perf_counter() - t0:.0f} s")
         for s in srcs:
             if s.url is not None and not keep_archives:
