@@ -67,7 +67,10 @@ def _attempt(url: str, part: Path, show: bool) -> None:
         raise _Dropped(f"cannot connect ({getattr(e, 'reason', e)})") from None
     with response:
         start = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range") or "")
-        if have and not (response.status == 206 and start and start.group(1) == str(have)):
+        if have and response.status == 206 and not (start and start.group(1) == str(have)):
+            part.unlink()
+            raise _Dropped("the server resumed at another place")
+        if have and response.status != 206:
             have = 0  # the server sent the whole file, not the rest of it: start over
         length = response.headers.get("Content-Length")
         total = have + int(length) if length else None

@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from vadcore import atomic
 from vadcore.data.archives import ARCHIVES, Archive, unpack
@@ -42,7 +42,7 @@ class Source:
     sha256_given: bool  # from --sha256, not the table
 
 
-def sources(name: str, to: Path, mirror: str | None = None, local: list[str] = (), sums: list[str] = ()) -> list[Source]:
+def sources(name: str, to: Path, mirror: str | None = None, local: Sequence[str] = (), sums: Sequence[str] = ()) -> list[Source]:
     """Each archive of benchmark `name` with where it comes from: --from FILE (matched by file name, or alone for a
     one-archive benchmark), else --mirror URL/FILE, else its published address; its sum from --sha256
     ([FILE=]HEX) or the table. Options that match no archive are ConfigErrors listing the archives' names."""
