@@ -328,15 +328,12 @@ def with_resources(spec: SweepSpec, opts: RunOptions) -> SweepSpec:
 
 
 def check_data(benchmarks: list[str] | tuple[str, ...], data_root: str | None) -> None:
-    """Each benchmark's files are where the sweep will look, before Ray starts: a mistyped --data-root is one
-    sentence naming the folder, not a Ray traceback per trial. Listing the files (the shard fingerprint)
-    checks the layout without decoding anything."""
-    from vadcore.data import SPLITS, get_benchmark
+    """Each benchmark's files are where the sweep will look and fit for trials, before Ray starts: a mistyped
+    --data-root or a cut-short video is one sentence naming the file, not a Ray traceback per trial. The check
+    (`vadcore data check`) is remembered by the files' fingerprint, so a sweep on checked data decodes nothing."""
+    from vadcore.data.check import check_data_root
 
-    for name in benchmarks:
-        bench = get_benchmark(name, data_root)
-        for split in SPLITS:
-            bench.fingerprint(split)
+    check_data_root(benchmarks, data_root)
 
 
 RESULTS_ENV = "VAD_RESULTS"

@@ -186,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.set_defaults(func=cmd_run)
 
+    from vadcore.data.cli import add_parser as add_data_parser  # data fetch | data check
+
+    add_data_parser(sub)
+
     args = parser.parse_args(argv)
     return guarded(args.func, args)
 

@@ -1,7 +1,11 @@
-"""CUHK Avenue in its original layout.
+"""CUHK Avenue, with its videos in either of two places under DATA_ROOT/avenue/.
 
-    avenue/training_videos/NN.avi, avenue/testing_videos/NN.avi       XviD, 640x360
-    avenue/ground_truth_demo/testing_label_mask/K_label.mat            cell `volLabel`, one mask per frame
+    avenue/Avenue Dataset/training_videos/NN.avi, .../testing_videos/NN.avi   as Avenue_Dataset.zip unpacks
+    avenue/training_videos/NN.avi, avenue/testing_videos/NN.avi               re-packed (../shared/data)
+    avenue/ground_truth_demo/testing_label_mask/K_label.mat                   as ground_truth_demo.zip unpacks
+
+Videos are XviD, 640x360; the labels are cell `volLabel`, one mask per frame. Both zips unpacked into avenue/
+(`python -m vadcore data fetch avenue`) are the first layout; both layouts at once is an error.
 
 A frame is anomalous iff its mask has a nonzero pixel. Whatever subset of videos is present is used;
 a test video's label count must equal its decoded frame count (checked while decoding, at shard time).
@@ -16,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from vadcore.data.base import DEV, Split, Video, fingerprint_files
-from vadcore.data.decode import frames_matching_labels, iter_video_file
+from vadcore.data.decode import frames_matching_labels, iter_video_file, visible
 from vadcore.data.devsplit import DevFromTraining
 from vadcore.errors import DataError
 
 _FOLDERS = {"train": "training_videos", "test": "testing_videos"}
+OFFICIAL = "Avenue Dataset"  # the folder Avenue_Dataset.zip unpacks its videos into
 _LABELS = "ground_truth_demo/testing_label_mask"
 _VIDEO_NAME = re.compile(r"[0-9]+")  # NN of NN.avi
 
@@ -40,17 +45,28 @@ def load_volume_labels(path: Path) -> np.ndarray:
 
 class Avenue(DevFromTraining):
     name = "avenue"
+    published = {"train": 16, "test": 21}
 
     @property
     def root(self) -> Path:
         return self.data_root / "avenue"
 
+    @property
+    def video_root(self) -> Path:
+        """avenue/Avenue Dataset/ where Avenue_Dataset.zip was unpacked, else avenue/ (see the module docstring)."""
+        official = self.root / OFFICIAL
+        if official.is_dir() and any((self.root / f).is_dir() for f in _FOLDERS.values()):
+            raise DataError(f"{self.root} holds Avenue's videos twice, in {OFFICIAL}/ (as Avenue_Dataset.zip unpacks) and in "
+                            f"training_videos/ or testing_videos/ beside it: keep one of them there")
+        return official if official.is_dir() else self.root
+
     def _files(self, split: Split) -> list[Path]:
         """The split's NN.avi files; the number NN is what finds a test video's label file."""
-        folder = self.root / _FOLDERS[split]
-        files = sorted(folder.glob("*.avi")) if folder.is_dir() else []
+        folder = self.video_root / _FOLDERS[split]
+        files = visible(folder.glob("*.avi")) if folder.is_dir() else []
         if not files:
-            raise DataError(f"CUHK Avenue {split} videos not found: expected {folder}/NN.avi (data root {self.data_root})")
+            raise DataError(f"CUHK Avenue {split} videos not found: expected {self.root / OFFICIAL / _FOLDERS[split]}/NN.avi "
+                            f"(as Avenue_Dataset.zip unpacks) or {self.root / _FOLDERS[split]}/NN.avi (data root {self.data_root})")
         misnamed = [f.name for f in files if not _VIDEO_NAME.fullmatch(f.stem)]
         if misnamed:
             raise DataError(

@@ -88,6 +88,7 @@ class Benchmark(ABC):
 
     name: str = ""
     has_dev: bool = False  # whether videos(DEV) exists: a labelled development split that is not the test set
+    published: dict[str, int] = {}  # videos per split of the benchmark as published: what `data check` finds missing
 
     def __init__(self, data_root: Path | None):
         self.data_root = data_root

@@ -1,4 +1,8 @@
-"""Frame decoding shared by the readers: JPEG folders and video files, with errors that name the file."""
+"""Frame decoding shared by the readers: image folders and video files, with errors that name the file.
+
+Names starting with "." are never frames or videos: archives made on a Mac carry AppleDouble twins (`._001.tif`,
+`._UCSDped2.m`) and `.DS_Store` files beside the real ones, and fetch writes its bookkeeping under dot-names.
+"""
 from __future__ import annotations
 
 import re
@@ -13,6 +17,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".bmp")
 _FRAME_NUMBER = re.compile(r"[0-9]+$")  # the digits a frame file's name ends in: 000.jpg, img_0001.png
 
 
+def visible(paths) -> list[Path]:
+    """`paths` without hidden names (see the module docstring), sorted."""
+    return sorted(p for p in paths if not p.name.startswith("."))
+
+
 def list_frames(folder: Path) -> list[Path]:
     """Image files of one video folder, in order of the frame number their names end in (000.jpg, 1.png).
 
@@ -20,7 +29,7 @@ def list_frames(folder: Path) -> list[Path]:
     repeat: one missing file would otherwise shift every later frame's label by one, silently.
     """
     by_number: dict[int, Path] = {}
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in (p for p in visible(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES):
         m = _FRAME_NUMBER.search(path.stem)
         if m is None:
             raise DataError(
@@ -52,12 +61,21 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: cannot decode image ({e}); expected a readable JPEG/PNG frame") from None
+        raise DataError(f"{path}: cannot decode image ({e}); expected a readable JPEG/PNG/TIFF frame") from None
 
 
 def iter_image_folder(folder: Path) -> Iterator[np.ndarray]:
     for path in list_frames(folder):
         yield read_image(path)
+
+
+def _open_video(path: Path):
+    import av
+
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError) as e:
+        raise DataError(f"{path}: cannot open video ({e}); expected a readable .avi/.mp4 file") from None
 
 
 def iter_video_file(path: Path) -> Iterator[np.ndarray]:
@@ -68,12 +86,8 @@ def iter_video_file(path: Path) -> Iterator[np.ndarray]:
     """
     import av
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise DataError(f"{path}: cannot open video ({e}); expected a readable .avi/.mp4 file") from None
     decoded = 0
-    with container:
+    with _open_video(path) as container:
         stream = container.streams.video[0]
         announced = stream.frames
         try:
@@ -90,6 +104,55 @@ def iter_video_file(path: Path) -> Iterator[np.ndarray]:
         )
 
 
+def probe(source: Path) -> tuple[int, np.ndarray, np.ndarray]:
+    """(frame count, first frame, last frame) of a frame folder or a video file, decoding little more than those
+    two frames: what `vadcore data check` asks of every video."""
+    if source.is_dir():
+        frames = list_frames(source)
+        return len(frames), read_image(frames[0]), read_image(frames[-1])
+    reader = iter_video_file(source)
+    first = next(reader)
+    reader.close()
+    end = _video_end(source)
+    if end is None:  # no count announced, no time stamps, or a seek that failed: count by decoding every frame
+        n = 0
+        for last in iter_video_file(source):
+            n += 1
+        end = n, last
+    return end[0], first, end[1]
+
+
+SEEK_BACK_S = 2  # _video_end decodes from the keyframe before the last 2 seconds: one group of pictures or two
+
+
+def _video_end(path: Path) -> tuple[int, np.ndarray] | None:
+    """(frame count, last frame) of a video file without decoding all of it: the count its container announces,
+    confirmed by decoding from a keyframe near the end to the last frame, whose time stamp must say it is frame
+    count - 1 (else the file is cut short: a DataError). None where the container cannot answer that way."""
+    import av
+
+    with _open_video(path) as container:
+        stream = container.streams.video[0]
+        n, rate, base, duration = stream.frames, stream.average_rate, stream.time_base, stream.duration
+        if not (n and rate and base and duration):
+            return None
+        start = stream.start_time or 0
+        last = None
+        try:
+            container.seek(max(start, start + duration - int(SEEK_BACK_S / base)), stream=stream)
+            for last in container.decode(stream):
+                pass
+        except av.error.FFmpegError:
+            return None
+        if last is None or last.pts is None:
+            return None
+        index = round((last.pts - start) * base * rate)
+        if index != n - 1:
+            raise DataError(f"{path}: the container announces {n} frames but its last frame decodes as frame {index + 1}; "
+                            f"the file is damaged or cut short")
+        return n, last.to_ndarray(format="rgb24")
+
+
 def frames_matching_labels(
     read: Callable[[], Iterator[np.ndarray]], n_labels: int, where: Path, label_file: Path
 ) -> Iterator[np.ndarray]:
@@ -101,4 +164,8 @@ def frames_matching_labels(
             raise DataError(f"{where}: more frames than the {n_labels} labels in {label_file}; they must match")
         yield frame
     if n != n_labels:
-        raise DataError(f"{where}: {n} frames but {label_file} labels {n_labels}; they must match")
+        raise count_mismatch(where, n, label_file, n_labels)
+
+
+def count_mismatch(where: Path, n: int, label_file: Path, n_labels: int) -> DataError:
+    return DataError(f"{where}: {n} frames but {label_file} labels {n_labels}; they must match")

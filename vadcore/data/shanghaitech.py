@@ -1,4 +1,4 @@
-"""ShanghaiTech Campus in its most widely used layout.
+"""ShanghaiTech Campus in its most widely used layout, the one its archive unpacks (`vadcore data fetch shanghaitech`).
 
     shanghaitech/training/videos/SS_VVVV.avi   or   shanghaitech/training/frames/SS_VVVV/*.jpg
     shanghaitech/testing/frames/SS_VVVV/*.jpg
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vadcore.data.base import DEV, Split, Video, fingerprint_files
-from vadcore.data.decode import frames_matching_labels, iter_image_folder, iter_video_file, list_frames
+from vadcore.data.decode import frames_matching_labels, iter_image_folder, iter_video_file, list_frames, visible
 from vadcore.data.devsplit import DevFromTraining
 from vadcore.errors import DataError
 
@@ -28,7 +28,7 @@ def load_test_labels(root: Path) -> dict[str, np.ndarray]:
     Not cast here: `Video` checks that they are exactly 0/1 and names the file when they are not.
     """
     folder = root / _MASKS
-    files = sorted(folder.glob("*.npy")) if folder.is_dir() else []
+    files = visible(folder.glob("*.npy")) if folder.is_dir() else []
     if not files:
         raise DataError(f"ShanghaiTech test labels not found: expected {folder}/SS_VVVV.npy")
     out = {}
@@ -42,6 +42,7 @@ def load_test_labels(root: Path) -> dict[str, np.ndarray]:
 
 class ShanghaiTech(DevFromTraining):
     name = "shanghaitech"
+    published = {"train": 330, "test": 107}
 
     @property
     def root(self) -> Path:
@@ -50,9 +51,9 @@ class ShanghaiTech(DevFromTraining):
     def _train_sources(self) -> list[Path]:
         videos = self.root / "training/videos"
         frames = self.root / "training/frames"
-        found = sorted(videos.glob("*.avi")) if videos.is_dir() else []
+        found = visible(videos.glob("*.avi")) if videos.is_dir() else []
         if not found and frames.is_dir():
-            found = sorted(p for p in frames.iterdir() if p.is_dir())
+            found = [p for p in visible(frames.iterdir()) if p.is_dir()]
         if not found:
             raise DataError(
                 f"ShanghaiTech training data not found: expected {videos}/SS_VVVV.avi or {frames}/SS_VVVV/*.jpg "
@@ -97,5 +98,5 @@ class ShanghaiTech(DevFromTraining):
         else:
             labels = load_test_labels(self.root)
             files = [f for d in self._test_dirs(labels) for f in list_frames(d)]
-            files += sorted((self.root / _MASKS).glob("*.npy"))
+            files += visible((self.root / _MASKS).glob("*.npy"))
         return fingerprint_files(files, self.data_root)
