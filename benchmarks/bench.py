@@ -281,7 +281,7 @@ RUNNERS: dict[str, Callable[[Mode], list[Figure]]] = {
 
 
 def machine() -> dict[str, Any]:
-    from vadcore.pipeline import versions  # the same package versions every trial.json records
+    from vadcore.outputs import versions  # the same package versions every trial.json records
 
     cpu = platform.processor() or platform.machine()
     try:
