@@ -193,7 +193,7 @@ def fresh_clone(into: Path) -> Path:
 
 def trainings(sweep_root: Path) -> int:
     """Training stages (ITAE, flows) the trials of a finished sweep trained themselves (not reused)."""
-    from sweeps.runner import collect, stage_counts
+    from sweeps.summary import collect, stage_counts
 
     return sum(stage_counts(collect(sweep_root / "trials")).values())
 

@@ -116,7 +116,7 @@ def test_a_corrupt_stage_file_rebuilds_that_stage_and_its_dependants(first, tmp_
 def test_a_trial_reusing_its_itae_reports_the_same_itae_epochs(tmp_path):
     """A scheduler (ASHA) compares trials epoch by epoch: one that reuses a cached ITAE replays that ITAE's
     recorded epochs, so at each rung every trial reports the same quantity (sweeps.trainable.rung)."""
-    from sweeps.runner import rung
+    from sweeps.trainable import rung
 
     fresh, reusing = [], []
     cfg = resolve_config("synthetic", "smoke", TINY)
