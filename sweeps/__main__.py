@@ -58,7 +58,7 @@ def cmd_show(args) -> int:
     from vadcore.paths import cache_root, data_root as resolve_data_root
 
     console = Console()
-    spec = with_seeds(with_variants(load_sweep(args.name), args.variants), args.seeds)
+    spec = with_seeds(with_variants(load_sweep(args.name, resolve=False), args.variants), args.seeds)
     root = resolve_data_root(args.data_root)
     data_root = str(root) if root else None
     plans = expand(spec, args.benchmarks, args.profile, args.sets, data_root=data_root)
@@ -109,7 +109,7 @@ def cmd_run(args) -> int:
     from sweeps.options import RunOptions
     from sweeps.spec import load_sweep
 
-    spec = load_sweep(args.name)
+    spec = load_sweep(args.name, resolve=False)  # run_sweep resolves every trial's config, once
     opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples,
                       args.seeds, args.variants, args.workers_per_trial, args.max_concurrent, args.share_stages)
     return _sweep(spec, opts)
@@ -122,7 +122,7 @@ def cmd_resume(args) -> int:
     file, opts = load_run_options(args.name, args.results)
     if args.address:
         opts.address = args.address
-    return _sweep(load_sweep(file), opts)
+    return _sweep(load_sweep(file, resolve=False), opts)
 
 
 def cmd_report(args) -> int:

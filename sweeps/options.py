@@ -59,7 +59,7 @@ def results_name(name_or_path: str, results: str | None) -> str:
     alone), else the `name` of sweeps/NAME.toml (which may differ from the file's name)."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.is_file() or not (results_root(results) / name_or_path).is_dir():
-        return load_sweep(name_or_path).name
+        return load_sweep(name_or_path, resolve=False).name
     return name_or_path
 
 

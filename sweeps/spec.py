@@ -204,8 +204,11 @@ def _dataclass_fields(c: _Checker, cls: type, data: dict[str, Any], where: str, 
     return cls(**kwargs)
 
 
-def load_sweep(name_or_path: str | Path) -> SweepSpec:
-    """Read and validate a sweep file; every error is a ConfigError naming the file and the field."""
+def load_sweep(name_or_path: str | Path, *, resolve: bool = True) -> SweepSpec:
+    """Read and validate a sweep file; every error is a ConfigError naming the file and the field.
+
+    resolve=False leaves out resolving every variant's config (`check`): for a caller that expands the sweep next
+    (`sweeps.plans.expand` resolves each trial's config with the same error), so that a run resolves it once."""
     from vadcore.data import benchmark_members
 
     path = sweep_path(name_or_path)
@@ -261,7 +264,8 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     spec = SweepSpec(**kw)
     if spec.grid and spec.scheduler.type != "none":
         c.fail(f"scheduler.type={spec.scheduler.type!r} only makes sense with [search]; a grid runs every variant to the end")
-    check(spec)
+    if resolve:
+        check(spec)
     return spec
 
 

@@ -174,6 +174,25 @@ def test_show_prints_shared_stage_keys(capsys, tmp_path):
     assert "distinct stages to train: itae 2, flow_app 1, flow_mot 1" in capsys.readouterr().out
 
 
+def test_a_command_resolves_each_trials_config_once(tmp_path, monkeypatch, capsys):
+    """`show` (and `run`, which plans the same way) resolves a trial's config where it makes the trial's plan, and
+    nowhere else: a grid of 2 variants x 2 seeds, 4 resolutions (loading the file alone resolves each variant too)."""
+    import sweeps.plans
+    import sweeps.spec
+
+    calls = []
+
+    def counted(real):
+        return lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+
+    for module in (sweeps.plans, sweeps.spec):
+        monkeypatch.setattr(module, "resolve_config", counted(module.resolve_config))
+    assert main(["show", str(write(tmp_path, GRID)), "--cache", str(tmp_path / "cache")]) == 0
+    assert len(calls) == 4, capsys.readouterr()
+    load_sweep(write(tmp_path, GRID))
+    assert len(calls) == 4 + 2
+
+
 # ---------------------------------------------------------------------------------------------- per-scene variants
 
 PER_SCENE = GRID + """
