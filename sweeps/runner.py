@@ -266,11 +266,14 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None, callbacks: tuple 
     write_shards(plans, cache, opts.data_root)
     ctx = TrialContext(spec, trials_dir, cache, opts.data_root, profile, tuple(opts.sets), opts.share_stages)
 
-    started = init_ray(opts.address)
+    address = ray_address(opts.address)
+    console.print(f"joining the Ray cluster at {address}" if address else "starting Ray in this process (listening on 127.0.0.1 only)",
+                  highlight=False, soft_wrap=True)
     t0 = time.perf_counter()
+    started = init_ray(opts.address)
     try:
         if not started:  # joined a running Ray: its nodes must share the folders (an in-process Ray has one node)
-            check_shared_storage({"results folder": root.parent, "stage cache": cache}, always=bool(ray_address(opts.address)))
+            check_shared_storage({"results folder": root.parent, "stage cache": cache}, always=bool(address))
         trials_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_json(root / SWEEP_FILE, {"file": str(spec.path), **opts.__dict__, "results": str(root.parent), "cache": str(cache)})
         if spec.resources.workers > 1:
@@ -279,7 +282,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None, callbacks: tuple 
             prepare_comm_op(lambda line: console.print(line, highlight=False, soft_wrap=True))
         if spec.grid and todo:
             todo = launch_order(plans, todo, cache, opts.data_root) if opts.share_stages else todo
-            console.print(f"{len(todo)} trial(s) to run, {spec.max_concurrent or 'as many as fit'} at a time", highlight=False, soft_wrap=True)
+            console.print(f"Ray up after {time.perf_counter() - t0:.0f} s; {len(todo)} trial(s) to run, {spec.max_concurrent or 'as many as fit'} at a time",
+                          highlight=False, soft_wrap=True)
             from ray import tune
 
             tune_fit(dataclasses.replace(ctx, plans=tuple(plans)), {"plan": tune.grid_search(todo)}, len(todo), quiet=opts.quiet, callbacks=callbacks)

@@ -148,6 +148,12 @@ def progress_callback(total: int, metric: str | None, mode: str, names: list[str
             self.trained = 0  # of those, how many ended
             self.best: float | None = None
 
+        def setup(self, **info):
+            from rich import get_console
+
+            get_console().print(f"[0/{total}] launching trial processes: each imports torch and DeepSpeed, then says it started",
+                                highlight=False, soft_wrap=True)
+
         def on_trial_start(self, iteration, trials, trial, **info):
             self.running.add(trial.trial_id)
             self._line(f"started {self.name(trial)}")
