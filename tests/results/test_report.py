@@ -426,3 +426,11 @@ def test_the_dev_section_shows_each_pseudo_anomaly_kind_beside_its_floor(tmp_pat
     assert [r[1] for r in rows] == ["app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows", "baseline: frame difference, 32x?"]
     assert rows[0] == ["ped2", "app-itae", "0,1", ".750 / .600", "1.000 / .900"]  # object: (0.7 + 0.8) / 2
     assert rows[-1][2:] == ["—", ".800 / .750", ".700 / .650"]
+
+
+def test_sections_follow_the_sweep_file_not_the_sweep_name(tmp_path):
+    """A sweep called ablation-paths whose file asks for nothing gets no Table 3; one of another name that asks for
+    `report = ["table3"]` does."""
+    plain = publish(make_fake_sweep(tmp_path / "a" / "results", "ablation-paths", report=()))["report_md"].read_text()
+    asked = publish(make_fake_sweep(tmp_path / "b" / "results", "my-table-3", report=("table3",)))["report_md"].read_text()
+    assert "Table 3" not in plain and "Table 3: contribution of each path and each flow (frame AUC): ours beside the paper's" in asked

@@ -71,6 +71,7 @@ def test_grid_expands_variants_times_seeds_with_commands(tmp_path):
     "text, needle",
     [
         ("bogus = 1\n" + GRID, "unknown field bogus; allowed:"),
+        ('report = ["table5"]\n' + GRID, "report[0]='table5' is not allowed; allowed: 'table3', 'table4', 'per-scene'"),
         (GRID.replace("seeds = [0, 1]", 'seeds = ["x"]'), "seeds[0]='x' must be int"),
         (GRID.replace('benchmarks = ["synthetic"]', 'benchmarks = ["ped3"]'), "'ped3' unknown; allowed:"),
         ('name = "t"\ngrid = []\n', "grid must be a non-empty list"),
