@@ -193,7 +193,7 @@ def fresh_clone(into: Path) -> Path:
 
 def trainings(sweep_root: Path) -> int:
     """Training stages (ITAE, flows) the trials of a finished sweep trained themselves (not reused)."""
-    from sweeps.runner import collect, stage_counts
+    from sweeps.summary import collect, stage_counts
 
     return sum(stage_counts(collect(sweep_root / "trials")).values())
 
@@ -281,7 +281,7 @@ RUNNERS: dict[str, Callable[[Mode], list[Figure]]] = {
 
 
 def machine() -> dict[str, Any]:
-    from vadcore.pipeline import versions  # the same package versions every trial.json records
+    from vadcore.outputs import versions  # the same package versions every trial.json records
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -82,7 +82,7 @@ def make_flow_step(cfg: TrialConfig, batch: int, path: str = "mot") -> tuple[Cal
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vadcore.pipeline import FlowModel
+    from vadcore.steps.flow import FlowModel
 
     torch.manual_seed(0)
     c, h, w = flow_inputs(cfg)[f"F_{path}"]

@@ -83,7 +83,7 @@ def parallel(sets: list[str], workers: int, steps: int, profile: str) -> dict[st
     import ray
 
     from sweeps.distributed import RayTrain
-    from sweeps.runner import init_ray
+    from sweeps.cluster import init_ray
     from vadcore.pipeline import run_trial
 
     os.environ["OMP_NUM_THREADS"] = "1"  # each worker on one core, as a sweep's `resources.cpu = 1` gives it

@@ -5,10 +5,10 @@
     python benchmarks/bench_sweep.py --from-results results/ablation-paths   # a finished sweep: nothing runs
 
 (a) wall ÷ distinct-stage time. "Distinct stage time" is the sum, over every stage that was *trained* in the
-sweep, of its own build time (`build_seconds` in trial.json; `seconds` for shards), each (stage, key) counted
-once — the work a perfect scheduler running one stage after the other could not avoid. Reused stages, waits on
-another trial's lock, per-trial evaluation, Ray start-up, actor spawns and report writing are all overhead that
-only the wall time contains. So 1.0 means "the sweep costs exactly its distinct trainings, run serially", and
+sweep, of its own build time (`build_seconds` in trial.json; for the shards, which the sweep's driver writes, the
+manifest's `write_seconds`), each (stage, key) counted once — the work a perfect scheduler running one stage
+after the other could not avoid. Reused stages, waits on another trial's lock, per-trial evaluation, Ray
+start-up, actor spawns and report writing are all overhead that only the wall time contains. So 1.0 means "the sweep costs exactly its distinct trainings, run serially", and
 the target ≤ 1.10 says sharing plus orchestration add at most 10 %. With concurrent trials (max_concurrent > 1
 on > 1 CPU) independent stages overlap and the ratio can drop below 1: it is then a throughput figure, not a
 pure overhead one, so the concurrency used and the mean parallelism (Σ trial seconds ÷ fit span) are printed
@@ -43,12 +43,12 @@ from ray import tune  # noqa: E402
 from vadcore.configtools import flatten  # noqa: E402
 
 
-class TimedProgress(tune.Callback):
-    """Wraps the runner's progress callback and appends driver-side trial start/end times to a JSON-lines file
-    (a file, not memory: Tune may copy its callbacks)."""
+class TrialTimes(tune.Callback):
+    """Appends driver-side trial start/end times to a JSON-lines file (a file, not memory: Tune may copy its
+    callbacks); given to the sweep beside its own callbacks."""
 
-    def __init__(self, inner, path: str):
-        self.inner, self.path = inner, path
+    def __init__(self, path: str):
+        self.path = path
 
     def _log(self, event: str, trial) -> None:
         with open(self.path, "a") as f:
@@ -56,15 +56,12 @@ class TimedProgress(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._log("start", trial)
-        self.inner.on_trial_start(iteration, trials, trial, **info)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._log("complete", trial)
-        self.inner.on_trial_complete(iteration, trials, trial, **info)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._log("error", trial)
-        self.inner.on_trial_error(iteration, trials, trial, **info)
 
 
 def tiny_sets() -> list[str]:
@@ -75,35 +72,34 @@ def tiny_sets() -> list[str]:
 
 def run_live(sweep: str, num_cpus: int, keep: str | None) -> tuple[Path, dict[str, Any]]:
     """Run the sweep in-process into temporary results/cache folders; return its folder and live timings."""
-    import sweeps.runner as runner
+    from sweeps.cluster import init_ray
+    from sweeps.options import RunOptions, sweep_dir
+    from sweeps.runner import run_sweep
     from sweeps.spec import load_sweep
 
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     root.mkdir(parents=True, exist_ok=True)
     events = root / "driver_events.jsonl"
     events.unlink(missing_ok=True)
-    original = runner._progress_callback
-    runner._progress_callback = lambda *a, **k: TimedProgress(original(*a, **k), str(events))
     spec = load_sweep(sweep)
-    opts = runner.RunOptions(results=str(root / "results"), cache=str(root / "cache"), sets=tiny_sets())
+    opts = RunOptions(results=str(root / "results"), cache=str(root / "cache"), sets=tiny_sets())
     os.environ.pop("VAD_DATA_ROOT", None)
     t0 = time.perf_counter()
-    runner.init_ray(None, num_cpus=num_cpus)
+    init_ray(None, num_cpus=num_cpus)
     ray_start = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        runner.run_sweep(spec, opts)  # init_ray inside finds Ray running: the timing below excludes its start
+        run_sweep(spec, opts, callbacks=(TrialTimes(str(events)),))  # init_ray inside finds Ray running: the timing below excludes its start
         wall = time.perf_counter() - t0
     finally:
         import ray
 
         ray.shutdown()
-        runner._progress_callback = original
     driver: dict[str, dict[str, float]] = {}
     for line in events.read_text().splitlines() if events.is_file() else []:
         e = json.loads(line)
         driver.setdefault(e["trial_id"], {})[e["event"]] = e["t"]
-    return runner.sweep_dir(spec, opts.results), {"wall": wall, "ray_start": ray_start, "driver": driver,
+    return sweep_dir(spec, opts.results), {"wall": wall, "ray_start": ray_start, "driver": driver,
                                                    "max_concurrent": spec.max_concurrent, "num_cpus": num_cpus, "root": str(root)}
 
 
@@ -131,10 +127,14 @@ def analyse(sweep_root: Path, live: dict[str, Any] | None) -> dict[str, Any]:
 
     distinct: dict[tuple[str, str], float] = {}
     evaluate = 0.0
+    cache = Path(json.loads((sweep_root / "sweep.json").read_text())["cache"])
     for tr in trials:
         for name, s in tr["trial"]["stages"].items():
             if name == "evaluate":
                 evaluate += s["seconds"]
+            elif name.startswith("shards_"):  # written by the sweep's driver before any trial: the manifest's time
+                manifest = cache / "shards" / tr["plan"]["benchmark"] / s["key"] / "manifest.json"
+                distinct[(name, s["key"])] = float(json.loads(manifest.read_text()).get("write_seconds", 0.0)) if manifest.is_file() else 0.0
             elif s["status"] == "trained":
                 distinct[(name, s["key"])] = float(s.get("build_seconds") or s["seconds"])
     work = sum(distinct.values())

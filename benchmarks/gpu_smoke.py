@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: vadcore need not be installed
-from vadcore.__main__ import guarded  # noqa: E402
+from vadcore.errors import guarded  # noqa: E402
 from vadcore.config import resolve_config  # noqa: E402
 from vadcore.pipeline import run_trial  # noqa: E402
 

@@ -3,8 +3,8 @@
     from results.aggregate import aggregate
     aggregate("results/ablation-paths")   # writes trials.parquet, frame_scores.parquet; updates ../all_trials.parquet
 
-Reads results/<sweep>/trials/<id>/{plan.json, trial.json | error.json, frame_scores.parquet} (the runner's
-layout, sweeps/runner.py) and never Ray's own folders. Writes, each atomically (temporary sibling + rename):
+Reads results/<sweep>/trials/<id>/{plan.json, trial.json | error.json | stop.json, frame_scores.parquet} (the
+layout `results.layout` defines for the runner and this module) and never Ray's own folders. Writes, each atomically (temporary sibling + rename):
 
     results/<sweep>/trials.parquet        one row per trial (schema: results/README.md)
     results/<sweep>/frame_scores.parquet  every trial's frames, one row group per trial (`load_frame_scores`)
@@ -30,13 +30,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from results.layout import ERROR, PLAN, STOP, TRIAL, TRIALS_DIR, trial_status
 from vadcore import atomic
 from vadcore.configtools import flatten
+from vadcore.paths import SOURCE_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 TRIALS = "trials.parquet"
 FRAMES = "frame_scores.parquet"
-STOP = "stop.json"  # sweeps.runner.STOP_FILE
 ALL_TRIALS = "all_trials.parquet"
 
 # The schema of trials.parquet (results/README.md), as code: types never depend on the values a sweep happened
@@ -48,17 +48,18 @@ FIXED_TYPES: dict[str, pa.DataType] = {
     "seed": pa.int64(), "status": pa.string(), "error": pa.string(), "finished_at": TIMESTAMP,
     "seconds": pa.float64(), "peak_rss_mb": pa.float64(), "git_commit": pa.string(), "command": pa.string(),
     "tune_trial_id": pa.string(), "objective": pa.string(), "stop_reason": pa.string(), "rung": pa.int64(),
+    "report_sections": pa.string(),
 }
 FIXED = list(FIXED_TYPES)
 STAGE_TYPES = {"key": pa.string(), "status": pa.string(), "rebuilt_because": pa.string(), "seconds": pa.float64(), "build_seconds": pa.float64()}
-TRAINING_TYPES = {  # trial.json's `training` per training stage (vadcore.pipeline.TRAINING_FIELDS)
+TRAINING_TYPES = {  # trial.json's `training` per training stage (vadcore.outputs.TRAINING_FIELDS)
     "world_size": pa.int64(), "device": pa.string(), "precision": pa.string(), "deepspeed": pa.string(),
     "kept_epoch": pa.int64(), "epochs_run": pa.int64(), "stopped_early": pa.bool_(), "selected_by": pa.string(),
 }
 _PY_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), tuple: pa.string(), list: pa.string()}
 
 
-def git_commit(repo: Path = REPO) -> str:
+def git_commit(repo: Path = SOURCE_ROOT) -> str:
     """HEAD of the checkout at aggregation time ("+dirty" if it has uncommitted changes), or "unknown"."""
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
@@ -79,16 +80,17 @@ def _mtime(path: Path) -> datetime:
 
 def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
     """One flat record: plan fields, status, flattened config/metrics/stages/versions (dotted names)."""
-    plan = json.loads((trial_dir / "plan.json").read_text())
+    plan = json.loads((trial_dir / PLAN).read_text())
     row: dict[str, Any] = {
         "sweep": sweep, "trial_id": trial_dir.name, "variant": plan.get("variant"), "benchmark": plan.get("benchmark"),
         "profile": _profile(plan.get("command")), "seed": plan.get("seed"), "status": "stopped", "error": None,
         "finished_at": None, "seconds": None, "peak_rss_mb": None, "git_commit": commit, "command": plan.get("command"),
         "tune_trial_id": plan.get("tune_trial_id"), "objective": plan.get("objective"), "stop_reason": None, "rung": None,
+        "report_sections": json.dumps(plan.get("report_sections", [])),
     }
     row.update(flatten(plan.get("config", {}), "config."))  # what a failed or stopped trial tried, too
-    trial_file, err_file = trial_dir / "trial.json", trial_dir / "error.json"
-    if trial_file.is_file():
+    trial_file, err_file, status = trial_dir / TRIAL, trial_dir / ERROR, trial_status(trial_dir)
+    if status == "finished":
         t = json.loads(trial_file.read_text())
         row.update(status="finished", finished_at=_mtime(trial_file), seconds=t.get("seconds"), peak_rss_mb=t.get("peak_rss_mb"))
         row.update(flatten(t.get("config", {}), "config."))
@@ -99,7 +101,7 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
                     row[f"stage.{name}.{field}"] = s[field]
         row.update(flatten(t.get("training", {}), "training."))  # training.itae.kept_epoch, training.flow_mot.world_size, ...
         row.update(flatten(t.get("versions", {}), "versions."))
-    elif err_file.is_file():
+    elif status == "failed":
         row.update(status="failed", finished_at=_mtime(err_file), error=json.loads(err_file.read_text()).get("error"))
     elif (stop_file := trial_dir / STOP).is_file():  # stopped early by the scheduler: why, where, its last numbers
         stop = json.loads(stop_file.read_text())
@@ -195,7 +197,7 @@ def write_frame_scores(trial_dirs: list[Path], path: Path) -> int:
 
     The file's metadata key b"trial_ids" is the JSON list of trial ids in row-group order. Returns the count.
     """
-    files = [(d.name, d / FRAMES) for d in trial_dirs if (d / FRAMES).is_file() and (d / "trial.json").is_file()]
+    files = [(d.name, d / FRAMES) for d in trial_dirs if (d / FRAMES).is_file() and (d / TRIAL).is_file()]
     schemas = [pq.read_schema(f) for _, f in files]
     base = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive") if schemas else pa.schema([])
     schema = pa.schema([pa.field("trial_id", pa.string()), *base]).with_metadata({b"trial_ids": json.dumps([t for t, _ in files]).encode()})
@@ -286,10 +288,10 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Path]:
     from vadcore.errors import ConfigError
 
     sweep_dir = Path(sweep_dir).resolve()
-    trials_dir = sweep_dir / "trials"
+    trials_dir = sweep_dir / TRIALS_DIR
     if not trials_dir.is_dir():
         raise ConfigError(f"{trials_dir} does not exist: nothing to aggregate (run `python -m sweeps run {sweep_dir.name}` first)")
-    trial_dirs = sorted(p.parent for p in trials_dir.glob("*/plan.json"))
+    trial_dirs = sorted(p.parent for p in trials_dir.glob(f"*/{PLAN}"))
     commit = git_commit()
     with atomic.build_lock(sweep_dir / TRIALS):
         table = rows_to_table([trial_row(d, sweep_dir.name, commit) for d in trial_dirs])

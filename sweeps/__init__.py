@@ -3,8 +3,9 @@
     python -m sweeps list
     python -m sweeps run ablation-paths
 
-Ray and Optuna are imported only by `sweeps.runner`, when a sweep runs.
+Ray and Optuna are imported only when a sweep runs (`sweeps.runner`, `sweeps.cluster`, `sweeps.trainable`).
 """
-from sweeps.spec import SweepSpec, TrialPlan, expand, load_sweep
+from sweeps.plans import TrialPlan, expand
+from sweeps.spec import SweepSpec, load_sweep
 
 __all__ = ["SweepSpec", "TrialPlan", "expand", "load_sweep"]

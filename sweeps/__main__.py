@@ -19,14 +19,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vadcore.__main__ import guarded
+from vadcore.errors import guarded
+from vadcore.paths import CACHE_ENV, DATA_ROOT_ENV, DEFAULT_CACHE, DEFAULT_RESULTS, RAY_ADDRESS_ENV, RESULTS_ENV
+
+RESULTS_HELP = f"results folder (default: ${RESULTS_ENV} or {DEFAULT_RESULTS}/)"
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="smoke | laptop | paper (default: the sweep file's)")
     p.add_argument("--benchmarks", nargs="+", help="benchmarks to run (default: the sweep file's)")
-    p.add_argument("--data-root", help="folder holding ped2/, avenue/, shanghaitech/ (default: $VAD_DATA_ROOT)")
-    p.add_argument("--cache", help="shared stage cache (default: $VAD_CACHE or .cache/vad)")
+    p.add_argument("--data-root", help=f"folder holding ped2/, avenue/, shanghaitech/ (default: ${DATA_ROOT_ENV})")
+    p.add_argument("--cache", help=f"shared stage cache (default: ${CACHE_ENV} or {DEFAULT_CACHE})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override on every trial, repeatable")
     p.add_argument("--seeds", type=int, nargs="+", help="every trial's seeds (default: the sweep file's seeds)")
     p.add_argument("--variants", nargs="+", metavar="NAME", help="grid sweeps: only these variants (default: all)")
@@ -41,23 +44,23 @@ def cmd_list(args) -> int:
     for name in available():
         spec = load_sweep(name)
         kind = f"grid of {len(spec.grid)}" if spec.grid else f"search, {spec.search.num_samples} samples"
-        console.print(f"[bold]{name}[/]: {spec.description} ({kind}; {', '.join(spec.benchmarks)}; {spec.profile})", highlight=False)
+        console.print(f"[bold]{name}[/]: {spec.description} ({kind}; {', '.join(spec.benchmarks)}; {spec.profile})", highlight=False, soft_wrap=True)
     return 0
 
 
 def cmd_show(args) -> int:
-    import os
-
     from rich.console import Console
     from rich.table import Table
 
+    from sweeps.plans import expand
     from sweeps.runner import stage_keys
-    from sweeps.spec import expand, load_sweep, with_seeds, with_variants
-    from vadcore.__main__ import cache_root
+    from sweeps.spec import load_sweep, with_seeds, with_variants
+    from vadcore.paths import cache_root, data_root as resolve_data_root
 
     console = Console()
-    spec = with_seeds(with_variants(load_sweep(args.name), args.variants), args.seeds)
-    data_root = args.data_root or os.environ.get("VAD_DATA_ROOT")
+    spec = with_seeds(with_variants(load_sweep(args.name, resolve=False), args.variants), args.seeds)
+    root = resolve_data_root(args.data_root)
+    data_root = str(root) if root else None
     plans = expand(spec, args.benchmarks, args.profile, args.sets, data_root=data_root)
     table = Table(title=f"{spec.name}: {len(plans)} trial(s)" + (" (search: the base config sampled parameters are set on)" if spec.search else ""))
     for col in ("trial", "itae", "flow_app", "flow_mot", "score"):
@@ -71,49 +74,62 @@ def cmd_show(args) -> int:
                 distinct.setdefault(k, set()).add(keys[k])
         table.add_row(p.trial_id, *(keys.get(k, "-")[:10] for k in ("itae", "flow_app", "flow_mot", "score")))
     console.print(table)
-    console.print("distinct stages to train: " + ", ".join(f"{k} {len(v)}" for k, v in distinct.items()))
+    console.print("distinct stages to train: " + ", ".join(f"{k} {len(v)}" for k, v in distinct.items()), soft_wrap=True)
     for p in plans:
         console.print(f"{p.trial_id}: {p.command}", highlight=False, soft_wrap=True)
     if spec.search:
-        console.print("search space: " + ", ".join(f"{k}={v}" for k, v in spec.search.space.items()), highlight=False)
+        console.print("search space: " + ", ".join(f"{k}={v}" for k, v in spec.search.space.items()), highlight=False, soft_wrap=True)
     return 0
 
 
-def cmd_run(args) -> int:
+def _sweep(spec, opts) -> int:
+    """Run the sweep and print its summary; on Ctrl-C, once Ray has stopped, what finished, what was interrupted
+    and the command that continues it (exit 130)."""
     from rich.console import Console
 
-    from sweeps.runner import RunOptions, print_summary, run_sweep
-    from sweeps.spec import load_sweep
+    from sweeps.runner import SweepInterrupted, run_sweep
+    from sweeps.summary import print_summary
 
     console = Console()
-    spec = load_sweep(args.name)
-    opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples,
-                      args.seeds, args.variants, args.workers_per_trial, args.max_concurrent, args.share_stages)
-    records = run_sweep(spec, opts, console)
+    try:
+        records = run_sweep(spec, opts, console)
+    except SweepInterrupted as stop:
+        print_summary(spec, stop.records, console)
+        cut = sorted(r["id"] for r in stop.records if r["status"] == "stopped" and not r.get("stop_reason"))
+        done = sum(r["status"] == "finished" for r in stop.records)
+        results = f" --results {opts.results}" if opts.results else ""
+        console.print(f"interrupted: {done} trial(s) finished and kept, {len(cut)} interrupted ({', '.join(cut) or 'none started'}); "
+                      f"continue with: python -m sweeps resume {stop.name}{results}", highlight=False, soft_wrap=True)
+        return 130
     print_summary(spec, records, console)
     return 1 if any(r["status"] == "failed" for r in records) else 0
+
+
+def cmd_run(args) -> int:
+    from sweeps.options import RunOptions
+    from sweeps.spec import load_sweep
+
+    spec = load_sweep(args.name, resolve=False)  # run_sweep resolves every trial's config, once
+    opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples,
+                      args.seeds, args.variants, args.workers_per_trial, args.max_concurrent, args.share_stages)
+    return _sweep(spec, opts)
 
 
 def cmd_resume(args) -> int:
-    from rich.console import Console
-
-    from sweeps.runner import load_run_options, print_summary, run_sweep
+    from sweeps.options import load_run_options
     from sweeps.spec import load_sweep
 
-    console = Console()
     file, opts = load_run_options(args.name, args.results)
-    spec = load_sweep(file)
     if args.address:
         opts.address = args.address
-    records = run_sweep(spec, opts, console)
-    print_summary(spec, records, console)
-    return 1 if any(r["status"] == "failed" for r in records) else 0
+    return _sweep(load_sweep(file, resolve=False), opts)
 
 
 def cmd_report(args) -> int:
     from results.report import publish
-    from sweeps.runner import results_name, results_root
+    from sweeps.options import results_name
     from vadcore.errors import ConfigError
+    from vadcore.paths import results_root
 
     results = results_root(args.results)
     name = results_name(args.name, args.results)
@@ -139,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run a sweep on Ray Tune (in-process Ray unless --address / $RAY_ADDRESS)")
     p.add_argument("name")
     _run_args(p)
-    p.add_argument("--results", help="results folder (default: $VAD_RESULTS or results/); the sweep writes results/<name>/")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else Ray starts in-process)")
+    p.add_argument("--results", help=RESULTS_HELP + "; the sweep writes <results>/<name>/")
+    p.add_argument("--address", help=f"Ray cluster address (default: ${RAY_ADDRESS_ENV}, else Ray starts in-process)")
     p.add_argument("--num-samples", type=int, help="search sweeps: Optuna samples per benchmark (default: the file's search.num_samples)")
     p.add_argument("--workers-per-trial", type=int, help="Ray Train workers per training stage, data-parallel (default: the file's resources.workers, 0)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: the file's max_concurrent; 0: as many as resources allow)")
@@ -150,13 +166,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("resume", help="re-run a sweep with its last options; finished trials and stages are kept")
     p.add_argument("name")
-    p.add_argument("--results", help="results folder (default: $VAD_RESULTS or results/)")
+    p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--address")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("report", help="aggregate a sweep's trials into Parquet tables and write report.md/html and results/index (no Ray)")
     p.add_argument("name")
-    p.add_argument("--results", help="results folder (default: $VAD_RESULTS or results/)")
+    p.add_argument("--results", help=RESULTS_HELP)
     p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)

@@ -2,8 +2,8 @@
 
 A `RayTrain` is the pipeline's launcher (`vadcore.train.in_process` is the one-process one): for each stage the
 trial builds, it starts a `TorchTrainer` of N workers (Ray Train V2 sets up the process group: gloo on CPU,
-nccl on GPU), every worker runs the stage's build (`vadcore.pipeline.build_itae` / `build_flow` call
-`vadcore.train.fit`, which gives each rank its slice of every global batch), rank 0 writes the stage's files
+nccl on GPU), every worker runs the stage's build (`vadcore.steps.itae.build_itae`, `vadcore.steps.flow.build_flow`
+call `vadcore.train.fit`, which gives each rank its slice of every global batch), rank 0 writes the stage's files
 into the build folder and its info beside them, and the trial keeps the stage lock and the atomic rename
 (`vadcore.stages.StageStore`). Rank 0's per-epoch records come back through a queue while the workers train
 and go to the trial's report callback (Tune, hence ASHA) as they arrive.

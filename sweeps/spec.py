@@ -1,4 +1,4 @@
-"""A sweep file (TOML) as typed, frozen dataclasses, validated on load, and its expansion into trial plans.
+"""A sweep file (TOML) as typed, frozen dataclasses, validated on load; `sweeps.plans` expands it into trials.
 
 A sweep is either a grid of named variants (Table 3's columns) or an Optuna search space; both run every
 configured benchmark and seed. Loading resolves the config of every (benchmark, variant) pair, so an
@@ -6,40 +6,36 @@ impossible variant (tau not dividing T, Glow levels too deep for the latent) fai
 the file and the variant named.
 
     spec = load_sweep("ablation-paths")          # a name in sweeps/, or a path to a .toml file
-    plans = expand(spec, extra_sets=["itae_train.epochs=1"])
-    plans[0].command  # 'python -m vadcore run --benchmark synthetic --profile smoke --set ... --out ...'
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vadcore.config import PROFILES, TrialConfig, resolve_config
+from results.layout import REPORT_SECTIONS
+from vadcore.config import PROFILES, resolve_config
 from vadcore.configtools import flatten, load_toml, merge, parse_sets, unflatten
 from vadcore.errors import ConfigError, DataError
+from vadcore.evaluate import PROTOCOLS
+from vadcore.scoring import PARTS
 
-SWEEP_DIR = Path(__file__).resolve().parent
+SWEEP_DIR = Path(__file__).resolve().parent  # the shipped sweep files (package data)
 
-# What a trial reports at its end (sweeps/runner.py `_trainable`): the pipeline's numeric AUCs
-# (`vadcore.evaluate.frame_auc_report`, and `auc`, which follows score.normalise) on the test split, and with
-# `data.dev` the same on the development split, prefixed dev_. A search optimises a dev_ metric only: the test
-# videos are scored, and their AUC reported for the best trials, but never chosen by.
-TRIAL_METRICS = (
-    "auc", "auc_micro", "auc_micro_global", "auc_macro",  # the Eq. 9 score S
-    "r_auc_micro", "r_auc_micro_global", "r_auc_macro",  # R alone (Eq. 7)
-    "l_auc_micro", "l_auc_micro_global", "l_auc_macro",  # L alone (Eq. 8): only reported with a flow on
-    "local_auc_micro", "local_auc_micro_global", "local_auc_macro",  # local L alone: only with per-position NLL maps
-)
+# What a trial reports at its end (sweeps.trainable): the pipeline's numeric AUCs (`vadcore.evaluate.frame_auc_report`,
+# and `auc`, which follows score.normalise) of S and of each of its parts alone (R; L with a flow; local L with
+# per-position NLL maps) on the test split, and with `data.dev` the same on the development split, prefixed dev_.
+# A search optimises a dev_ metric only: the test videos are scored, and their AUC reported for the best trials,
+# but never chosen by.
+TRIAL_METRICS = ("auc", *PROTOCOLS, *(f"{part}_{p}" for part in PARTS for p in PROTOCOLS))
 SEARCH_METRICS = tuple(f"dev_{m}" for m in TRIAL_METRICS)
 SEARCH_FORCED = {"data.dev": True}  # every search trial scores the development split it is judged on
 
 # The sweep's name and each variant's name become folder names (results/<sweep>/, trials/<variant>-<bench>-s<seed>/).
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-SEED_MAX = 2**32 - 1  # numpy's seed range (vadcore.pipeline.seed_everything)
+SEED_MAX = 2**32 - 1  # numpy's seed range (vadcore.steps.windows.seed_everything)
 
 
 @dataclass(frozen=True)
@@ -53,22 +49,6 @@ class Variant:
     name: str
     set: dict[str, Any] = field(default_factory=dict)  # {"flow.app": false, "itae.paths": "app"}
     per_scene: bool = False
-
-
-# A per-scene trial's variant name: name@scene. Not name[scene]: rich (every console line) reads [..] as markup
-# and drops it, and a shell needs it quoted. Grid names (NAME_RULE) hold no "@", so the split is unambiguous.
-PER_SCENE = re.compile(r"(?P<variant>[^@]+)@(?P<scene>.+)")
-
-
-def per_scene_name(variant: str, scene: str) -> str:
-    """The variant name of a `per_scene` grid entry's trial on one scene."""
-    return f"{variant}@{scene}"
-
-
-def per_scene_parts(name: str) -> tuple[str, str] | None:
-    """(grid entry name, scene) of a per-scene trial's variant name, None for any other variant."""
-    m = PER_SCENE.fullmatch(name)
-    return (m["variant"], m["scene"]) if m else None
 
 
 @dataclass(frozen=True)
@@ -126,27 +106,17 @@ class SweepSpec:
     scheduler: Scheduler = field(default_factory=Scheduler)
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int = 2  # trials running at once (0 = as many as resources allow)
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    """One trial of a grid sweep: what it runs, and the command that runs it outside the sweep."""
-
-    variant: str
-    benchmark: str
-    seed: int
-    overrides: dict[str, Any]  # flat dotted keys: fixed <- variant <- seed <- extra --set
-    config: TrialConfig
-    command: str
+    report: tuple[str, ...] = ()  # optional report sections (results.layout.REPORT_SECTIONS), beside every report's own
 
     @property
-    def trial_id(self) -> str:
-        return f"{self.variant}-{self.benchmark}-s{self.seed}"
+    def threads(self) -> int:
+        """CPU threads of each trial's process (or worker): what its reproducing command sets OMP_NUM_THREADS to."""
+        return max(1, int(self.resources.cpu))
 
 
 # ---------------------------------------------------------------------------------------------- loading
 
-_TOP = {"name", "description", "benchmarks", "profile", "seeds", "fixed", "grid", "search", "scheduler", "resources", "max_concurrent"}
+_TOP = {"name", "description", "benchmarks", "profile", "seeds", "fixed", "grid", "search", "scheduler", "resources", "max_concurrent", "report"}
 
 
 def available() -> list[str]:
@@ -234,8 +204,11 @@ def _dataclass_fields(c: _Checker, cls: type, data: dict[str, Any], where: str, 
     return cls(**kwargs)
 
 
-def load_sweep(name_or_path: str | Path) -> SweepSpec:
-    """Read and validate a sweep file; every error is a ConfigError naming the file and the field."""
+def load_sweep(name_or_path: str | Path, *, resolve: bool = True) -> SweepSpec:
+    """Read and validate a sweep file; every error is a ConfigError naming the file and the field.
+
+    resolve=False leaves out resolving every variant's config (`check`): for a caller that expands the sweep next
+    (`sweeps.plans.expand` resolves each trial's config with the same error), so that a run resolves it once."""
     from vadcore.data import benchmark_members
 
     path = sweep_path(name_or_path)
@@ -262,6 +235,9 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     if "fixed" in raw:
         kw["fixed"] = c.table(raw["fixed"], "fixed")
         c.no_seed(kw["fixed"], "fixed")
+    if "report" in raw:
+        kw["report"] = tuple(c.choice(s, tuple(REPORT_SECTIONS), f"report[{i}]")
+                             for i, s in enumerate(c.list_of(raw["report"], str, "report", nonempty=False, unique=True)))
     if "max_concurrent" in raw:
         kw["max_concurrent"] = c.typed(raw["max_concurrent"], int, "max_concurrent")
         if kw["max_concurrent"] < 0:
@@ -288,7 +264,8 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     spec = SweepSpec(**kw)
     if spec.grid and spec.scheduler.type != "none":
         c.fail(f"scheduler.type={spec.scheduler.type!r} only makes sense with [search]; a grid runs every variant to the end")
-    check(spec)
+    if resolve:
+        check(spec)
     return spec
 
 
@@ -419,85 +396,6 @@ def _variants_to_check(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- expansion
-
-
-def command(benchmark: str, profile: str, overrides: dict[str, Any], out: str, data_root: str | None = None) -> str:
-    """The `python -m vadcore run` line that reproduces a trial outside the sweep."""
-    parts = ["python", "-m", "vadcore", "run", "--benchmark", benchmark, "--profile", profile]
-    if data_root:
-        parts += ["--data-root", str(data_root)]
-    for k, v in overrides.items():
-        parts += ["--set", f"{k}={toml_value(v)}"]
-    parts += ["--out", out]
-    return shlex.join(parts)
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return repr(v)
-
-
 def forced(spec: SweepSpec) -> dict[str, Any]:
     """Overrides the sweep's kind imposes on every trial (a search: score the development split)."""
     return dict(SEARCH_FORCED) if spec.search else {}
-
-
-def plan_overrides(spec: SweepSpec, variant: dict[str, Any], seed: int, extra_sets: list[str] | None) -> dict[str, Any]:
-    flat = {**flatten(spec.fixed), **variant, "seed": seed}
-    if extra_sets:
-        flat.update(flatten(parse_sets(extra_sets)))
-    return {**flat, **forced(spec)}
-
-
-def make_plan(spec: SweepSpec, name: str, variant: dict[str, Any], bench: str, seed: int, profile: str,
-              extra_sets: list[str] | None, out_root: str = "runs", data_root: str | None = None) -> TrialPlan:
-    flat = plan_overrides(spec, variant, seed, extra_sets)
-    try:
-        cfg = resolve_config(bench, profile, None, extra=unflatten(flat))
-    except ConfigError as e:
-        raise ConfigError(f"{spec.path}: variant {name!r} on benchmark {bench!r} is not a valid trial: {e}") from None
-    trial_id = f"{name}-{bench}-s{seed}"
-    return TrialPlan(name, bench, seed, flat, cfg, command(bench, profile, flat, f"{out_root}/{trial_id}", data_root))
-
-
-def expand(spec: SweepSpec, benchmarks: list[str] | None = None, profile: str | None = None, extra_sets: list[str] | None = None,
-           *, out_root: str = "runs", data_root: str | None = None) -> list[TrialPlan]:
-    """Every (variant, benchmark, seed) trial of a grid, a `per_scene` variant expanded into one trial per scene
-    of the benchmark (which lists its files: `vadcore.data.benchmark_scenes`); for a search, one base plan per
-    benchmark and seed (the fixed config the sampled parameters are set on)."""
-    from vadcore.data import benchmark_members
-
-    for b in benchmarks or ():
-        try:
-            benchmark_members(b, where="--benchmarks")
-        except DataError as e:
-            raise ConfigError(str(e)) from None
-    if profile is not None and profile not in PROFILES:
-        raise ConfigError(f"--profile {profile!r} unknown; allowed: {', '.join(PROFILES)}")
-    check_extra_sets(spec, extra_sets)
-    profile = profile or spec.profile
-    return [
-        make_plan(spec, name, sets, bench, seed, profile, extra_sets, out_root, data_root)
-        for bench in (benchmarks or spec.benchmarks)
-        for name, sets in _variants(spec, bench, data_root)
-        for seed in spec.seeds
-    ]
-
-
-def _variants(spec: SweepSpec, bench: str, data_root: str | None) -> list[tuple[str, dict[str, Any]]]:
-    """(name, overrides) of every trial of one benchmark and seed: grid variants, per-scene ones once per scene."""
-    from vadcore.data import benchmark_scenes
-
-    if not spec.grid:
-        return [("search-base", {})]
-    scenes = benchmark_scenes(bench, data_root) if any(v.per_scene for v in spec.grid) else []
-    out = []
-    for v in spec.grid:
-        out += [(per_scene_name(v.name, s), {**v.set, "data.scenes": [s]}) for s in scenes] if v.per_scene else [(v.name, v.set)]
-    return out

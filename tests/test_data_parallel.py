@@ -30,7 +30,7 @@ def _rank(rank: int, world: int, store: str, stage: str, train_folder: str, out:
     os.environ.update(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    from vadcore import pipeline
+    from vadcore.steps import flow, itae
     from vadcore.models import hgad_prior
     from vadcore.stages import StageRecord
 
@@ -44,16 +44,16 @@ def _rank(rank: int, world: int, store: str, stage: str, train_folder: str, out:
             return loss, parts
         return wrapper
 
-    pipeline.reconstruction_loss = recorded(pipeline.reconstruction_loss)
+    itae.reconstruction_loss = recorded(itae.reconstruction_loss)
     hgad_prior.GaussianPrior.loss = recorded(hgad_prior.GaussianPrior.loss)
     cfg = resolve_config("synthetic", "smoke", SETS)
     out_dir = Path(out)
     if stage == "itae":
-        info = pipeline.build_itae(cfg, Path(train_folder), out_dir, None, False)
+        info = itae.build_itae(cfg, Path(train_folder), out_dir, None, False)
     else:
         itae_info = json.loads((Path(itae_dir) / "info.json").read_text())
-        itae = StageRecord("itae", "k", Path(itae_dir), "trained", 0.0, itae_info)
-        info = pipeline.build_flow(cfg, "mot", itae, Path(train_folder), out_dir, None, False)
+        itae_stage = StageRecord("itae", "k", Path(itae_dir), "trained", 0.0, itae_info)
+        info = flow.build_flow(cfg, "mot", itae_stage, Path(train_folder), out_dir, None, False)
     (out_dir / f"rank{rank}.json").write_text(json.dumps({"losses": losses, "info": info}))
     torch.distributed.destroy_process_group()
     end_rank()
@@ -102,3 +102,12 @@ def test_itae_and_flow_on_two_ranks_match_one_rank_with_the_whole_batch(tmp_path
     assert _same_weights(f_out1 / "flow.pt", f_out2 / "flow.pt") < WEIGHT_SHARE * cfg.flow.train.lr * STEPS
     written = [sorted(p.name for p in d.iterdir() if not p.name.startswith("rank")) for d in (f_out1, f_out2)]
     assert written[0] == written[1] == ["flow.pt", "nll_map_mean.npy"]  # rank 0 wrote the stage, and nothing is left behind
+
+
+def test_without_a_compiler_the_ranks_train_through_gloo_and_say_so(tmp_path, train_folder, monkeypatch, capfd):
+    """No C++ compiler ($CXX names none): DeepSpeed's shared-memory all-reduce op is not built (it would fail), a
+    note says so once per rank, and the two ranks train as usual through gloo."""
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
+    two, info, out = _train(tmp_path, "itae-2", 2, "itae", train_folder)
+    assert len(two) == STEPS and info["world_size"] == 2 and (out / "itae.pt").is_file()
+    assert capfd.readouterr().err.count("no C++ compiler") == 2

@@ -1,6 +1,8 @@
 """`python -m vadcore errmaps`: the window it picks, the error it draws (Eq. 7 of what it shows), its errors."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -66,3 +68,9 @@ def test_what_it_cannot_draw_is_a_clear_error(trial, tmp_path, capsys):
         error_rows(trial / "out", tmp_path / "empty-cache")
     assert main(["errmaps", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "no trial.json" in capsys.readouterr().err
+    record = json.loads((trial / "out" / "trial.json").read_text())
+    del record["stages"]["shards_dev"]  # a trial without the development split: the split it has is suggested
+    (tmp_path / "no-dev").mkdir()
+    (tmp_path / "no-dev" / "trial.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"has no dev split; it scored test: pass --split test \(a trial scores the dev split with data.dev=true\)"):
+        error_rows(tmp_path / "no-dev", trial / "cache")

@@ -11,7 +11,8 @@ import pytest
 
 from vadcore.config import resolve_config
 from vadcore.evaluate import homogeneous_fraction, homogeneous_report
-from vadcore.pipeline import NLL_MAP_MEAN, run_trial
+from vadcore.pipeline import run_trial
+from vadcore.steps.flow import NLL_MAP_MEAN
 from vadcore.testing import TINY
 
 

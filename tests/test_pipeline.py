@@ -11,7 +11,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from vadcore.config import resolve_config
-from vadcore.pipeline import NLL_MAP_MEAN, run_trial
+from vadcore.pipeline import run_trial
+from vadcore.steps.flow import NLL_MAP_MEAN
 from vadcore.scoring import anomaly_score
 from vadcore.testing import TINY
 
@@ -114,8 +115,8 @@ def test_a_corrupt_stage_file_rebuilds_that_stage_and_its_dependants(first, tmp_
 
 def test_a_trial_reusing_its_itae_reports_the_same_itae_epochs(tmp_path):
     """A scheduler (ASHA) compares trials epoch by epoch: one that reuses a cached ITAE replays that ITAE's
-    recorded epochs, so at each rung every trial reports the same quantity (sweeps.runner.rung)."""
-    from sweeps.runner import rung
+    recorded epochs, so at each rung every trial reports the same quantity (sweeps.trainable.rung)."""
+    from sweeps.trainable import rung
 
     fresh, reusing = [], []
     cfg = resolve_config("synthetic", "smoke", TINY)
@@ -134,13 +135,13 @@ def test_the_flow_is_on_the_device_before_its_first_batch(first, tmp_path, monke
     The cached ITAE is reused; its flows train again with a narrower coupling network."""
     import torch
 
-    from vadcore import pipeline
+    from vadcore.steps import flow
     from vadcore.train import device
 
     root, _ = first
     firsts = []
 
-    class Spy(pipeline.FlowModel):
+    class Spy(flow.FlowModel):
         placed = None
 
         def __init__(self, *args):
@@ -151,7 +152,7 @@ def test_the_flow_is_on_the_device_before_its_first_batch(first, tmp_path, monke
             self.placed = torch._C._nn._parse_to(*args, **kwargs)[0]
             return super().to(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "FlowModel", Spy)
+    monkeypatch.setattr(flow, "FlowModel", Spy)
     shutil.copytree(root / "cache", tmp_path / "cache")
     trial = run_trial(resolve_config("synthetic", "smoke", [*TINY, "flow.glow.hidden=8"]), None, tmp_path / "cache", tmp_path / "out", show=False)
     assert trial["stages"]["itae"]["status"] == "reused" and trial["stages"]["flow_mot"]["status"] == "trained"
@@ -193,7 +194,7 @@ def test_a_trial_trained_on_crops_in_bf16_scores_whole_frames(tmp_path):
 def test_random_crops_cut_each_map_at_its_own_place():
     import torch
 
-    from vadcore.pipeline import random_crops
+    from vadcore.steps.flow import random_crops
 
     x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
     assert random_crops(x, (), torch.Generator()) is x

@@ -14,6 +14,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from vadcore import pipeline, train
+from vadcore.data.loader import load_manifest
+from vadcore.steps.itae import build_itae
+from vadcore.steps.windows import split_videos
 from vadcore.config import StepConfig, resolve_config
 from vadcore.configtools import to_dict
 from vadcore.data import get_benchmark
@@ -104,18 +107,18 @@ MANIFEST = {"per_video": {f"v{i:02d}": {} for i in range(10)}}
 
 
 def test_split_videos_holds_out_the_benchmarks_holdout_else_a_seeded_share():
-    fit_videos, val = pipeline.split_videos(MANIFEST, 0.1, 0, frozenset({"v03", "v07"}))
+    fit_videos, val = split_videos(MANIFEST, 0.1, 0, frozenset({"v03", "v07"}))
     assert val == {"v03", "v07"} and fit_videos == set(MANIFEST["per_video"]) - val  # val_fraction plays no part
-    seeded = pipeline.split_videos(MANIFEST, 0.2, 5)
-    assert len(seeded[1]) == 2 and seeded == pipeline.split_videos(MANIFEST, 0.2, 5, frozenset())
-    assert pipeline.split_videos(MANIFEST, 0.0, 5)[1] == set()
+    seeded = split_videos(MANIFEST, 0.2, 5)
+    assert len(seeded[1]) == 2 and seeded == split_videos(MANIFEST, 0.2, 5, frozenset())
+    assert split_videos(MANIFEST, 0.0, 5)[1] == set()
 
 
 def test_a_holdout_outside_the_training_videos_is_a_data_error():
     with pytest.raises(DataError, match=r"dev holdout video\(s\) v99, zz are not training videos of these shards \(10 videos: v00, v01"):
-        pipeline.split_videos(MANIFEST, 0.1, 0, frozenset({"v01", "v99", "zz"}))
+        split_videos(MANIFEST, 0.1, 0, frozenset({"v01", "v99", "zz"}))
     with pytest.raises(DataError, match="holds out all 10 training videos"):
-        pipeline.split_videos(MANIFEST, 0.1, 0, frozenset(MANIFEST["per_video"]))
+        split_videos(MANIFEST, 0.1, 0, frozenset(MANIFEST["per_video"]))
 
 
 def test_the_holdout_is_part_of_the_itae_stage_key(tmp_path):
@@ -146,8 +149,8 @@ def test_the_itae_trains_without_the_holdout_and_selects_on_it(tmp_path):
     cfg = resolve_config("synthetic", "smoke", [*TINY, "itae_train.epochs=2"])
     spec = ShardSpec(cfg.data.benchmark, "train", cfg.data.height, cfg.data.width, cfg.data.channels)
     folder, _ = ensure_shards(get_benchmark("synthetic", None), spec, tmp_path / "cache", show_progress=False)
-    videos = sorted(pipeline.load_manifest(folder)["per_video"])
-    info = pipeline.build_itae(cfg, folder, tmp_path, None, False, holdout=frozenset(videos[:2]))
+    videos = sorted(load_manifest(folder)["per_video"])
+    info = build_itae(cfg, folder, tmp_path, None, False, holdout=frozenset(videos[:2]))
     assert info["val_videos"] == videos[:2] and info["fit_videos"] == videos[2:]
     losses = [r["val_loss"] for r in info["history"]]
     assert info["kept_epoch"] == 1 + losses.index(min(losses)) and info["selected_by"] == "val_loss" and info["epochs_run"] == 2

@@ -9,7 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from vadcore import pipeline, train
+from vadcore import train
+from vadcore.data.loader import load_manifest
+from vadcore.steps import flow, windows
+from vadcore.steps.itae import build_itae
 from vadcore.config import StepConfig, resolve_config
 from vadcore.data import get_benchmark
 from vadcore.data.shards import ShardSpec, ensure_shards
@@ -49,7 +52,7 @@ def test_gpu_bf16_runs_the_forward_in_bf16_and_keeps_float32_weights():
 def test_the_itae_trains_through_the_gpu_bf16_config_on_cpu(train_shards, tmp_path):
     """The paper profile's config, on the CPU accelerator: training steps, validation, a float32 itae.pt."""
     cfg = resolve_config("synthetic", "smoke", [*TINY, "deepspeed=gpu-bf16"])
-    info = pipeline.build_itae(cfg, train_shards, tmp_path, None, show=False)
+    info = build_itae(cfg, train_shards, tmp_path, None, show=False)
     (epoch,) = info["history"]
     assert epoch["steps"] == 4 and torch.isfinite(torch.tensor([epoch["train_loss"], epoch["val_loss"]])).all()
     state = torch.load(tmp_path / "itae.pt", weights_only=True)
@@ -71,7 +74,7 @@ def test_flows_train_without_autocast_whatever_the_config():
 def _windows_trained(folder, workers: int, batch: int) -> tuple[list[list[tuple[str, int]]], int]:
     """The windows of each step of one ITAE-style epoch through `fit`, and the steps planned for it."""
     cfg = resolve_config("synthetic", "smoke", [*TINY, f"data.loader_workers={workers}"])
-    ds, _ = pipeline.window_loader(folder, cfg, train=True, batch=batch)
+    ds, _ = windows.window_loader(folder, cfg, train=True, batch=batch)
     steps = train.steps_in(ds.num_windows(), batch, 0)
     seen = []
 
@@ -79,7 +82,7 @@ def _windows_trained(folder, workers: int, batch: int) -> tuple[list[list[tuple[
         seen.append(list(zip(b["video"], b["start"].tolist())))
         return engine(torch.ones(1, 1)).sum(), {}
 
-    epochs = lambda epoch: pipeline.window_loader(folder, cfg, train=True, batch=batch, epoch=epoch)[1]  # noqa: E731
+    epochs = lambda epoch: windows.window_loader(folder, cfg, train=True, batch=batch, epoch=epoch)[1]  # noqa: E731
     train.fit(nn.Linear(1, 1), loss_fn, epochs, steps, cfg.itae_train, "cpu")
     return seen, steps
 
@@ -109,11 +112,11 @@ def test_flow_features_are_streamed_to_a_file_one_batch_at_a_time(train_shards, 
         computed.append(out.clone())
         return out
 
-    flow_input = pipeline.flow_input
-    monkeypatch.setattr(pipeline, "flow_input", spy)
-    videos = set(pipeline.load_manifest(train_shards)["per_video"])
+    flow_input = flow.flow_input
+    monkeypatch.setattr(flow, "flow_input", spy)
+    videos = set(load_manifest(train_shards)["per_video"])
     with torch.no_grad():
-        x, y = pipeline.extract_features(cfg, ITAE(cfg.itae).eval(), train_shards, "mot", videos, ["s0", "s1", "s2"], tmp_path / "f.f32")
+        x, y = flow.extract_features(cfg, ITAE(cfg.itae).eval(), train_shards, "mot", videos, ["s0", "s1", "s2"], tmp_path / "f.f32")
     assert len(computed) == 29 and most[0] <= 2  # 12 videos x 77 windows in batches of 32
     expected = torch.cat(computed)
     assert len(x) == len(y) == len(expected) == 12 * 77

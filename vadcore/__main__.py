@@ -16,23 +16,17 @@ Errors the user can fix print one paragraph and exit with code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from vadcore.errors import ConfigError, VadError
-
-CACHE_ENV = "VAD_CACHE"
-
-
-def cache_root(value: str | None) -> Path:
-    return Path(value or os.environ.get(CACHE_ENV) or ".cache/vad").expanduser().resolve()
+from vadcore.errors import ConfigError, guarded
+from vadcore.paths import CACHE_ENV, DATA_ROOT_ENV, DEFAULT_CACHE, cache_root
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", help="folder holding ped2/, avenue/, shanghaitech/ (default: $VAD_DATA_ROOT)")
+    p.add_argument("--data-root", help=f"folder holding ped2/, avenue/, shanghaitech/ (default: ${DATA_ROOT_ENV})")
     p.add_argument("--profile", default="smoke", help="smoke | laptop | paper (default: smoke)")
-    p.add_argument("--cache", help=f"cache folder for shards and stages (default: ${CACHE_ENV} or .cache/vad)")
+    p.add_argument("--cache", help=f"cache folder for shards and stages (default: ${CACHE_ENV} or {DEFAULT_CACHE})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
 
 
@@ -143,10 +137,30 @@ def check_out_folder(value: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """One trial in-process; its stages' table and AUCs at the end."""
     check_out_folder(args.out)
-    from vadcore.pipeline import run_trial_cli
+    import json
 
-    return run_trial_cli(args, cache_root(args.cache))
+    from rich.console import Console
+    from rich.table import Table
+
+    from vadcore.config import resolve_config
+    from vadcore.pipeline import run_trial
+
+    console = Console()
+    cfg = resolve_config(args.benchmark, args.profile, args.sets)
+    trial = run_trial(cfg, args.data_root, cache_root(args.cache), Path(args.out), show=not args.no_progress)
+    table = Table(title=f"{cfg.data.benchmark} / {args.profile}: trial in {trial['seconds']:.1f} s")
+    for col, justify in (("stage", "left"), ("status", "left"), ("seconds", "right")):
+        table.add_column(col, justify=justify)
+    for name, s in trial["stages"].items():
+        table.add_row(name, s["status"], f"{s['seconds']:.1f}")
+    console.print(table)
+    m = trial["metrics"]
+    keys = [k for k in m if k.startswith(("auc", "r_auc", "l_auc", "local_auc")) and isinstance(m[k], float)]
+    console.print(json.dumps({k: round(m[k], 4) for k in keys}), soft_wrap=True)
+    console.print(f"wrote {Path(args.out) / 'trial.json'} and frame_scores.parquet", soft_wrap=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the PNG to write")
     p.add_argument("--split", default="dev", choices=("dev", "train", "test"), help="which scored split's videos (default: dev)")
     p.add_argument("--video", dest="videos", action="append", metavar="ID", help="only this video, repeatable (default: all)")
-    p.add_argument("--cache", help=f"the cache the trial ran with (default: ${CACHE_ENV} or .cache/vad)")
+    p.add_argument("--cache", help=f"the cache the trial ran with (default: ${CACHE_ENV} or {DEFAULT_CACHE})")
     p.set_defaults(func=cmd_errmaps)
 
     p = sub.add_parser("describe", help="print ITAE layer shapes (Table 1) and parameter counts")
@@ -192,22 +206,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     return guarded(args.func, args)
-
-
-def guarded(func, args: argparse.Namespace, interrupted: str = "interrupted") -> int:
-    """Run a subcommand: a VadError is one red paragraph and exit code 2, Ctrl-C exit code 130."""
-    try:
-        return func(args)
-    except VadError as e:
-        from rich.console import Console
-        from rich.text import Text
-
-        message = Text.assemble(("error:", "bold red"), " ", str(e))  # Text, not markup: "[a:b]" stays literal
-        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 from vadcore.configtools import flatten, from_dict, load_toml, merge, parse_sets
@@ -21,6 +19,7 @@ from vadcore.models.glow import GlowConfig
 from vadcore.models.hgad_prior import PriorConfig
 from vadcore.models.itae import ITAEConfig
 from vadcore.models.losses import LossConfig
+from vadcore.paths import PROFILE_DIR
 from vadcore.scoring import ScoreConfig
 
 PROFILES = ("smoke", "laptop", "paper")
@@ -87,7 +86,7 @@ class TrialConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     seed: int = 0
-    deepspeed: str = "cpu"  # a config in cluster/deepspeed/ (cpu: fp32 + gloo; gpu-bf16, gpu-zero2, ...)
+    deepspeed: str = "cpu"  # a config in vadcore/deepspeed/ (cpu: fp32 + gloo; gpu-bf16, gpu-zero2, ...)
 
     def validate(self) -> None:
         """One pass over every field and the rules that tie fields together."""
@@ -173,7 +172,7 @@ class TrialConfig:
 def _profile_tables(profile: str) -> dict[str, Any]:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
-    return load_toml(Path(str(resources.files("vadcore") / "profiles" / f"{profile}.toml")))
+    return load_toml(PROFILE_DIR / f"{profile}.toml")
 
 
 def profile_dict(benchmark: str, profile: str) -> dict[str, Any]:

@@ -1,10 +1,6 @@
 """Where a trained ITAE's reconstruction error falls: for one window of each video of a scored split, the input
-frame, its reconstruction and Eq. 7's per-pixel error, side by side, from a finished trial's cached stages.
-
-Why: an AUC says how well R ranks frames, not what R looks at. On Ped2's laptop recipe these sheets show the
-reconstruction blurring every walker (at 64x96 and 96x144, 1/8 and 1/4 width alike), so the error map marks all
-the people in a frame and R alone is closer to a foreground detector than to an anomaly detector: what stops the
-laptop profile short of the paper's AUC is the reconstruction, not the scoring.
+frame, its reconstruction and Eq. 7's per-pixel error, side by side, from a finished trial's cached stages. Why:
+an AUC says how well R ranks frames, not what R looks at (what the sheets showed on Ped2: README, Real data).
 
     python -m vadcore errmaps results/laptop-levers/trials/recipe-ped2-s0 --out runs/errmaps-recipe.png
 
@@ -46,7 +42,9 @@ def _stage_folders(trial_dir: Path, cache_root: Path, split: str) -> tuple[Trial
     cfg = from_dict(TrialConfig, record["config"], source=str(record_path))
     shards = f"shards_{split}"
     if shards not in record["stages"]:
-        raise ConfigError(f"{record_path}: the trial has no {split} split (stages: {', '.join(record['stages'])})")
+        have = [k.removeprefix("shards_") for k in record["stages"] if k.startswith("shards_") and k != "shards_train"]
+        hint = f"; it scored {' and '.join(have)}: pass --split {have[-1]}" if have else ""
+        raise ConfigError(f"{record_path}: the trial has no {split} split{hint}" + (" (a trial scores the dev split with data.dev=true)" if split == "dev" else ""))
     itae = cache_root / "stages/itae" / record["stages"]["itae"]["key"]
     folder = cache_root / "shards" / cfg.data.benchmark / record["stages"][shards]["key"]
     for path in (itae / "itae.pt", folder / "manifest.json"):
@@ -61,7 +59,8 @@ def error_rows(trial_dir: Path, cache_root: Path, split: str = "dev", videos: li
     """[(caption, input (H, W), reconstruction (H, W), Eq. 7 error (H, W))], one per video, channels averaged,
     intensities in [0, 1]. `videos` None: every video of the split, in id order."""
     from vadcore.data.loader import load_manifest
-    from vadcore.pipeline import clip_to_float, load_itae, run_itae, window_loader
+    from vadcore.steps.itae import load_itae, run_itae
+    from vadcore.steps.windows import clip_to_float, window_loader
     from vadcore.scoring import error_map, recon_error
 
     cfg, itae_folder, folder = _stage_folders(trial_dir, cache_root, split)

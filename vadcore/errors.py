@@ -1,8 +1,11 @@
 """User-facing errors: one sentence naming the file or field and what was expected.
 
-The CLIs catch :class:`VadError`, print its message without a traceback and exit with code 2.
-Anything else escaping is a bug and keeps its traceback.
+The CLIs run their subcommands through `guarded`: a :class:`VadError` prints its message without a traceback and
+exits with code 2. Anything else escaping is a bug and keeps its traceback.
 """
+from __future__ import annotations
+
+import sys
 
 
 class VadError(Exception):
@@ -19,3 +22,19 @@ class DataError(VadError):
 
 class ShardError(DataError):
     """A shard is corrupted, truncated or disagrees with its manifest."""
+
+
+def guarded(func, args, interrupted: str = "interrupted") -> int:
+    """Run a subcommand: a VadError is one red paragraph and exit code 2, Ctrl-C exit code 130."""
+    try:
+        return func(args)
+    except VadError as e:
+        from rich.console import Console
+        from rich.text import Text
+
+        message = Text.assemble(("error:", "bold red"), " ", str(e))  # Text, not markup: "[a:b]" stays literal
+        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

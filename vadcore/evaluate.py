@@ -8,19 +8,22 @@
 - macro: the mean of per-video AUCs (videos of one class only have no AUC and are left out and counted).
 
 `frame_auc_report` takes the *raw* per-frame R and L (and local L) and does the normalisation itself, through
-`vadcore.scoring.anomaly_score`, so the three protocols always see the same Eq. 9 score.
+`vadcore.scoring.trial_scores`, so the three protocols always see the same Eq. 9 score. `trial_metrics` is a
+trial's whole evaluation: those AUCs and the checks below, and its frame columns (frame_scores.parquet).
 
 Beside the AUCs, `homogeneous_report` measures HGAD's motivation ("homogeneous mapping": a flow trained on
 all normal data may map anomalies into the normal region) per flow, on windows rather than frames.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from vadcore.scoring import ScoreConfig, anomaly_score
+from vadcore.scoring import PART_COLUMNS, PARTS, ScoreConfig, raw_parts, trial_scores
+
+PROTOCOLS = ("auc_micro", "auc_micro_global", "auc_macro")  # each score's AUCs, S's unprefixed, a part's as r_auc_micro
 
 
 def _check(labels: np.ndarray, *arrays: np.ndarray | None) -> np.ndarray:
@@ -53,8 +56,8 @@ def per_video_auc(labels: np.ndarray, videos: np.ndarray, score: np.ndarray) -> 
     return per_group_auc(labels, videos, score)
 
 
-def _protocols(labels: np.ndarray, videos: np.ndarray, s_video: np.ndarray, s_global: np.ndarray) -> dict:
-    """The three AUCs of one score, given its per-video and its global min-max normalisation."""
+def protocol_aucs(labels: np.ndarray, videos: np.ndarray, s_video: np.ndarray, s_global: np.ndarray) -> dict:
+    """The three AUCs (PROTOCOLS) of one score, given its per-video and its global min-max normalisation."""
     aucs = [a for a in per_video_auc(labels, videos, s_video).values() if a is not None]
     return {
         "auc_micro": float(roc_auc_score(labels, s_video)),
@@ -84,13 +87,13 @@ def frame_auc_report(
     """
     labels = _check(labels, videos, r, l, local)
     videos = np.asarray(videos)
-    by_video = anomaly_score(r, l, videos, replace(cfg, normalise="video"), local)
-    overall = anomaly_score(r, l, videos, replace(cfg, normalise="global"), local)
-    report: dict[str, float | int] = _protocols(labels, videos, by_video.score, overall.score)
-    for name in ("r", "l", "local"):
+    columns = {"video": videos, **{PART_COLUMNS[p]: v for p, v in zip(PARTS, (r, l, local))}}
+    by_video, overall = (trial_scores(cfg, columns, normalise) for normalise in ("video", "global"))
+    report: dict[str, float | int] = protocol_aucs(labels, videos, by_video.score, overall.score)
+    for name in PARTS:
         if getattr(by_video, name) is not None:
             sv, sg = getattr(by_video, name), getattr(overall, name)
-            report |= {f"{name}_{k}": v for k, v in _protocols(labels, videos, sv, sg).items()}
+            report |= {f"{name}_{k}": v for k, v in protocol_aucs(labels, videos, sv, sg).items()}
     used = int(sum(len(np.unique(labels[videos == v])) == 2 for v in np.unique(videos)))
     report |= {"macro_videos_used": used, "macro_videos_excluded": len(np.unique(videos)) - used}
     return report
@@ -159,3 +162,44 @@ def roc_points(labels: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nd
     labels = _check(labels, score)
     fpr, tpr, _ = roc_curve(labels, score)
     return fpr, tpr
+
+
+PROTOCOL_TEXT = {
+    "auc_micro": "all test frames concatenated, Eq. 9 min-max within each video (the paper's protocol)",
+    "auc_micro_global": "min-max over the whole test set: no per-video test statistics",
+    "auc_macro": "mean of per-video AUCs, one-class videos excluded",
+}
+
+
+def trial_metrics(cfg: ScoreConfig, scores: dict[str, np.ndarray], kinds: dict[str, np.ndarray] | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(metrics, frame columns) of one scored split (a score stage's scores.npz): Eq. 8-9 and the AUC protocols,
+    per-scene AUCs of a multi-scene split, each flow's homogeneous-mapping fraction (`homogeneous_report`:
+    metrics["homogeneous"][path] and the flat homogeneous_app, homogeneous_mot), and on the synthetic benchmark
+    (`kinds`: each video's per-frame anomaly kind) each kind's AUC. The frame columns are frame_scores.parquet's:
+    identity, label, the raw parts (NaN where absent) and the final score S, normalised as cfg.normalise says."""
+    labels, videos = scores["label"].astype(int), scores["video"]
+    parts = raw_parts(cfg, scores)
+    n = len(labels)
+    columns = {"video": videos.astype(str), "frame": scores["frame"].astype(np.int32), "label": scores["label"].astype(np.int8),
+               "scene": scores["scene"].astype(str), "score_r": scores["r"], "score_nll_app": scores["nll_app"], "score_nll_mot": scores["nll_mot"],
+               **{PART_COLUMNS[p]: np.full(n, np.nan) if parts[p] is None else parts[p] for p in ("l", "local")}}
+    metrics: dict[str, Any] = frame_auc_report(labels, videos, parts["r"], parts["l"], cfg, parts["local"])
+    final = columns["score"] = trial_scores(cfg, columns).score
+    metrics["auc"] = metrics["auc_micro_global"] if cfg.normalise == "global" else metrics["auc_micro"]
+    if len(set(scores["scene"])) > 1:
+        metrics["per_scene_auc"] = per_group_auc(labels, scores["scene"], final)
+    homogeneous = {p: homogeneous_report(scores[f"win_nll_{p}"], scores["win_label"] == 1, scores["win_scene"], float(scores[f"train_p95_{p}"]),
+                                         scores[f"win_train_p95_{p}"]) for p in ("app", "mot") if f"win_nll_{p}" in scores}
+    if homogeneous:  # HGAD's question: how many anomalous windows each flow maps into its normal region
+        metrics["homogeneous"] = homogeneous
+        metrics.update({f"homogeneous_{p}": h["all"] for p, h in homogeneous.items()})
+    if kinds is not None:  # synthetic benchmark: AUC of the final score on each anomaly kind vs all normal frames
+        kind = np.concatenate([kinds[v] for v in sorted(set(videos))])
+        for code, name in ((1, "appearance"), (2, "motion")):
+            keep = (kind == 0) | (kind == code)
+            if labels[keep].min() != labels[keep].max():
+                metrics[f"auc_micro_{name}"] = float(roc_auc_score(labels[keep], final[keep]))
+    both_flows = not (np.isnan(scores["nll_app"]).all() or np.isnan(scores["nll_mot"]).all())
+    metrics["protocol"] = {**PROTOCOL_TEXT, "lambda_from_test_set": both_flows,  # Eq. 8's lambda_i use test NLL ranges
+                           "dropped_frames": 0}
+    return metrics, columns

@@ -12,12 +12,14 @@ The pipeline runs them in this order, per test video and then over the test set:
 5. `anomaly_score`: S = norm(R) + lambda_L norm(L) (Eq. 9) [+ lambda_local norm(local L)], each part first
    optionally smoothed over time within its video (`smooth_in_videos`, ours, off in the paper profile).
 
+`raw_parts` runs steps 3-4 on a score stage's columns; `trial_scores` is step 5 for a trial, from its score config
+and frame columns: the one function the pipeline and every report section take a trial's S from.
 Everything after step 1 is numpy on the CPU: per-frame arrays of a whole test set are small.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Mapping, NamedTuple
 
 import cv2
 import numpy as np
@@ -259,3 +261,39 @@ def anomaly_score(
     if local_n is not None and cfg.lambda_local > 0:
         score = score + cfg.lambda_local * local_n
     return Scores(score, r_n, l_n, local_n)
+
+
+PARTS = ("r", "l", "local")  # Eq. 9's parts as `Scores` names them; trial.json has each one's AUCs (r_auc_micro, ...)
+PART_COLUMNS = {"r": "score_r", "l": "score_l", "local": "score_l_local"}  # their raw values in frame_scores.parquet
+
+
+def raw_parts(cfg: ScoreConfig, scores: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    """{part: raw per-frame values or None} from a score stage's columns (scores.npz): R as scored; L, Eq. 8 over
+    the flows the trial has (a flow it lacks has an all-NaN NLL column); local L, `local_nll` of the excess maps
+    of `cfg.local_paths` (those it has), Eq. 8 over them."""
+    nll = {p: None if np.isnan(scores[f"nll_{p}"]).all() else scores[f"nll_{p}"] for p in ("app", "mot")}
+    excess = {p: scores[f"excess_{p}"] for p in cfg.local_paths if f"excess_{p}" in scores}
+    local = combine_nll(*(local_nll(excess[p], cfg.local_patch) if p in excess else None for p in ("app", "mot")))
+    return {"r": scores["r"], "l": combine_nll(nll["app"], nll["mot"]), "local": local}
+
+
+def column_parts(columns: Mapping[str, Any]) -> dict[str, np.ndarray | None]:
+    """{part: raw values or None} of frame columns named as `PART_COLUMNS` (None or all-NaN: a part the trial lacks)."""
+    out: dict[str, np.ndarray | None] = {}
+    for part, name in PART_COLUMNS.items():
+        values = None if columns.get(name) is None else np.asarray(columns[name], np.float64)  # None in a list: NaN
+        out[part] = None if values is None or np.isnan(values).all() else values
+    return out
+
+
+def trial_scores(cfg: ScoreConfig, columns: Mapping[str, Any], normalise: str | None = None) -> Scores:
+    """A trial's Eq. 9 score and normalised parts (`anomaly_score`) from its whole score config and its frame
+    columns: `video` and the raw parts named as `PART_COLUMNS` (frame_scores.parquet's; see `column_parts`).
+
+    normalise: in place of cfg.normalise ("video", "global"): each AUC protocol sets its own. The pipeline's final
+    score and AUCs and every section of a sweep's report take a trial's score from here, so with smoothing, the
+    local term or any later term they cannot disagree.
+    """
+    parts = column_parts(columns)
+    cfg = cfg if normalise is None else replace(cfg, normalise=normalise)
+    return anomaly_score(parts["r"], parts["l"], np.asarray(columns["video"]), cfg, parts["local"])

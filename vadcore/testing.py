@@ -1,5 +1,6 @@
 """Test helpers: a benchmark made of in-memory arrays (shard and loader tests control every frame), the
-TINY overrides that shrink a trial to seconds, and the trial gate that lets a test hold sweep trials."""
+TINY overrides that shrink a trial to seconds, and barriers on a state. (The one seam that holds sweep trials
+for a test is `sweeps.trainable.test_gate`, set through `vadcore.paths.TRIAL_GATE_ENV`.)"""
 from __future__ import annotations
 
 import os
@@ -46,20 +47,6 @@ def counting_video(n: int, height: int = 8, width: int = 8, offset: int = 0) -> 
     """(n, H, W, 3) uint8 frames whose every pixel equals (offset + frame index) % 256: windows are checkable."""
     values = (offset + np.arange(n)) % 256
     return np.broadcast_to(values[:, None, None, None], (n, height, width, 3)).astype(np.uint8)
-
-
-GATE_ENV = "VAD_TEST_GATE"
-
-
-def trial_gate(trial_id: str) -> None:
-    """A barrier for tests: with $VAD_TEST_GATE=DIR set, a sweep trial writes DIR/<trial_id>.waiting and runs
-    only once DIR/<trial_id>.go exists. A test then knows which trials started, finished or wait, on any
-    machine speed (tests/sweeps/test_resume.py kills a sweep with one trial done and one held). Unset: no-op."""
-    gate = os.environ.get(GATE_ENV)
-    if not gate:
-        return
-    (Path(gate) / f"{trial_id}.waiting").touch()
-    wait_until(lambda: (Path(gate) / f"{trial_id}.go").exists(), timeout=None)
 
 
 def wait_until(condition: Callable[[], object], timeout: float | None, what: str = "condition", poll: float = 0.05):

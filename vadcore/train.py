@@ -1,6 +1,6 @@
 """Training through a DeepSpeed engine, the same code path on a laptop CPU and on a GPU cluster.
 
-The engine's precision, ZeRO stage and communication come from `cluster/deepspeed/<name>.json`; batch size,
+The engine's precision, ZeRO stage and communication come from `vadcore/deepspeed/<name>.json`; batch size,
 Adam and the cosine schedule come from the trial's `StepConfig`. On CPU the accelerator is DeepSpeed's CPU
 accelerator with gloo; a single process initialises a world of size 1 on 127.0.0.1.
 
@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +37,12 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from vadcore.dist import device, import_deepspeed, init_distributed, world
 from vadcore.errors import ConfigError
+from vadcore.paths import DEEPSPEED_DIR
 
-DEEPSPEED_DIR = Path(__file__).resolve().parents[1] / "cluster" / "deepspeed"
+__all__ = ["FitResult", "Launch", "autocast_dtype", "deepspeed_config", "describe_run", "device", "fit", "in_process", "inference_autocast", "init_distributed", "rank_slice",
+           "steps_in", "world"]
 
 
 def read_deepspeed_json(name: str) -> dict[str, Any]:
@@ -81,43 +82,6 @@ def deepspeed_config(name: str, step, *, fp32: bool = False) -> dict[str, Any]:
     return cfg
 
 
-def _import_deepspeed():
-    """DeepSpeed, told up front that a machine without CUDA uses its CPU accelerator (no detection warning)."""
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
-
-    return deepspeed
-
-
-def init_distributed() -> None:
-    """Join the process group a launcher set up (Ray Train, torchrun), or start a one-process group.
-
-    The one-process group meets through a file, not torch's TCP store: that store listens on every
-    interface, and a laptop trial should open no port at all.
-    """
-    deepspeed = _import_deepspeed()
-
-    if torch.distributed.is_initialized():
-        return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if "MASTER_ADDR" in os.environ:  # a launcher's rendezvous (RANK, WORLD_SIZE, MASTER_ADDR/PORT)
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
-        return
-    # DeepSpeed reads these; they stay set in this process, so its children (Ray's workers, started after an
-    # in-process trial) inherit RANK=0 too: only MASTER_ADDR, which this path never sets, marks a launcher
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
-    store = Path(tempfile.mkdtemp(prefix="vad-dist-")) / "store"
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, init_method=f"file://{store}", rank=0, world_size=1)
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) outside a process group."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def rank_slice(batch: Any, rank: int, size: int) -> Any:
     """This rank's part of a global batch (a tensor, or a dict / tuple / list of tensors and lists): the
     rank-th of `size` near-equal contiguous parts."""
@@ -135,13 +99,6 @@ def rank_slice(batch: Any, rank: int, size: int) -> Any:
 def _batch_len(batch: Any) -> int:
     first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0] if isinstance(batch, tuple) else batch
     return len(first)
-
-
-def device() -> torch.device:
-    _import_deepspeed()
-    from deepspeed.accelerator import get_accelerator
-
-    return torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
 
 
 Launch = Callable[..., dict[str, Any]]  # launch(build, report, out, ranks=None) -> rank 0's info, as in_process
@@ -218,7 +175,7 @@ def fit(
     patience > 0 stops the run once that many epochs have passed without one. Without a validate there is
     nothing to select by: the last epoch is kept and `selected_by` says "last".
     """
-    deepspeed = _import_deepspeed()
+    deepspeed = import_deepspeed()
     init_distributed()
     total = max(1, step.epochs * steps_per_epoch)
     engine, _, _, _ = deepspeed.initialize(

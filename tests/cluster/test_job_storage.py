@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweeps.__main__ import main
-from sweeps.runner import check_job_storage
+from sweeps.cluster import check_job_storage
 from vadcore.errors import ConfigError
 
 

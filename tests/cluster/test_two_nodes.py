@@ -6,7 +6,7 @@ both (token auth, $RAY_AUTH_TOKEN). The worker node runs in a mount namespace of
 covers the head's folder (its Ray temp dir, and a results folder only the head sees): the nodes share only
 shared/, as two machines share an NFS mount. Everything runs inside the private network namespace of
 `just test` (unshare -rn), where loopback is the only interface: the head listens on 127.0.0.1 (Ray's
-RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the switch `sweeps.runner._loopback_node` turns off), the worker on 127.0.0.2
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the switch `sweeps.cluster._loopback_node` turns off), the worker on 127.0.0.2
 (an address Ray does not rewrite; `ray start --address` refuses to run with that switch off).
 
 Checks: the job succeeds, trials ran on both nodes (node ids in plan.json), the sweep trained exactly 2 ITAEs and
@@ -33,10 +33,12 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.runner import collect, stage_counts
-from sweeps.spec import expand, load_sweep
+from sweeps.summary import collect, stage_counts
+from sweeps.plans import expand
+from sweeps.spec import load_sweep
 from tests.sweeps.test_resume import _kill_group
-from vadcore.testing import GATE_ENV, TINY, wait_until
+from vadcore.paths import TRIAL_GATE_ENV as GATE_ENV
+from vadcore.testing import TINY, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -74,7 +76,7 @@ class Cluster:
         """The README's command against this cluster; it blocks until the job ends (the barrier). Returns the job
         server's record of the job (status, driver_exit_code, message) and the command's output (the job's log).
 
-        hold: the job's trials wait at `vadcore.testing.trial_gate` (a gate folder both nodes see, given to this job
+        hold: the job's trials wait at `sweeps.trainable.test_gate` (a gate folder both nodes see, given to this job
         alone through its runtime env) until `hold` of them wait at once, then all go: with one CPU per node and a
         trial needing one, two trials held together are on both nodes, however fast either node is."""
         sets = [a for s in TINY for a in ("--set", s)]

@@ -101,7 +101,8 @@ def test_shanghaitech_scenes_survive_beside_synthetic(subset_root):
 ])
 def test_unknown_or_repeated_member_is_one_clear_error_everywhere(name, needle, data_root):
     from sweeps.runner import check_data
-    from sweeps.spec import expand, load_sweep
+    from sweeps.plans import expand
+    from sweeps.spec import load_sweep
 
     for call, error, head in ((lambda: get_benchmark(name, data_root), DataError, ""),
                               (lambda: check_data([name], str(data_root)), DataError, ""),

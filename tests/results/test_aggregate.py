@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from results.aggregate import ALL_TRIALS, aggregate, load_frame_scores, rows_to_table, update_all_trials
-from sweeps.spec import command
+from sweeps.plans import command
+from sweeps.spec import available, load_sweep
 
 TABLE3_VARIANTS = ("app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows")
 PROTOCOL = {
@@ -43,9 +44,11 @@ def _frames(rng: np.random.Generator, n_videos: int = 3, n_frames: int = 40) -> 
 
 
 def make_fake_sweep(results: Path, name: str = "ablation-paths", variants=TABLE3_VARIANTS, benchmarks=("ped2",), seeds=(0,),
-                    failed: str | None = None, search: bool = False) -> Path:
-    """results/<name>/ laid out as `sweeps.runner` leaves it: sweep.json, ray/, trials/<id>/{plan,trial}.json and
-    frame_scores.parquet (error.json instead for the variant named `failed`). Synthetic numbers, seeded."""
+                    failed: str | None = None, search: bool = False, report: tuple[str, ...] | None = None) -> Path:
+    """results/<name>/ laid out as `results.layout` says and the runner leaves it: sweep.json, ray/, trials/<id>/{plan,trial}.json and
+    frame_scores.parquet (error.json instead for the variant named `failed`). Synthetic numbers, seeded. The plans record
+    the report sections `report` (None: those of the shipped sweep file of that name, if there is one)."""
+    sections = list(load_sweep(name).report if report is None and name in available() else report or ())
     root = results / name
     (root / "ray" / "experiment").mkdir(parents=True, exist_ok=True)
     (root / "ray" / "experiment" / "result.json").write_text("{}")
@@ -59,7 +62,8 @@ def make_fake_sweep(results: Path, name: str = "ablation-paths", variants=TABLE3
                 d.mkdir(parents=True)
                 overrides = {"itae.tau": 2 ** (v_i % 3), "score.lambda_L": 0.5 + 0.1 * v_i, "seed": seed}
                 plan = {"variant": variant, "benchmark": bench, "seed": seed, "overrides": overrides,
-                        "command": command(bench, "smoke", overrides, f"{root}/trials/{tid}"), "tune_trial_id": f"t{v_i}{seed}"}
+                        "command": command(bench, "smoke", overrides, f"{root}/trials/{tid}"), "tune_trial_id": f"t{v_i}{seed}",
+                        "report_sections": sections}
                 if search:
                     plan["objective"] = "dev_auc"
                 (d / "plan.json").write_text(json.dumps(plan))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -29,9 +30,9 @@ def test_markdown_has_table3_beside_ours(published):
     assert "Table 3" in md
     ped2 = next(line for line in md.splitlines() if line.startswith("| ped2 |"))
     cells = [c.strip() for c in ped2.strip("|").split("|")]
-    # App ITAE: ours, paper, difference (fake auc_micro 0.900 vs the paper's .959)
-    assert cells[1:4] == [".900", ".959", "-.059"]
-    assert cells[10:13] == ["—", ".973", "—"]  # mot-flow failed: no number of ours
+    # App ITAE: ours / paper (difference) (fake auc_micro 0.900 vs the paper's .959)
+    assert cells[1] == ".900 / .959 (-.059)"
+    assert cells[4] == "— / .973"  # mot-flow failed: no number of ours
     assert any(line.startswith("| avenue |") and ".820" in line for line in md.splitlines())  # paper rows always shown
     assert "dropped frames | none" in md and "RuntimeError: boom" in md
     assert "lambda_i from test-set NLL ranges (Eq. 8) | 4 of 4 finished trials (with both flows) |" in md  # counted, not one trial's flag
@@ -99,6 +100,28 @@ def test_html_renders_in_headless_chromium(published, tmp_path):
     assert png.stat().st_size > 10_000
 
 
+def test_the_report_reads_at_900_px_without_scrolling_sideways(tmp_path):
+    """Table 3 beside ours on four benchmarks, every variant's ten columns, a reproducing command with a long path:
+    in a 900 px wide window the page is no wider than the window (headless Chromium measures it)."""
+    import json
+    import subprocess
+
+    assert shutil.which("chromium"), "headless Chromium is needed for this test: apt-get install -y chromium (./dev does it as root)"
+    root = make_fake_sweep(tmp_path / "results", "ablation-paths", benchmarks=("ped2", "avenue", "shanghaitech", "synthetic"), seeds=(0, 1),
+                           failed="mot-flow")
+    plan = root / "trials" / "app-itae-ped2-s0" / "plan.json"
+    record = json.loads(plan.read_text())
+    plan.write_text(json.dumps({**record, "command": record["command"] + " --data-root /a/very/long/path/" + "x" * 120}))
+    page = publish(root)["report_html"]
+    probe = tmp_path / "probe.html"  # the page, with a script that writes its width into the title
+    probe.write_text(page.read_text().replace("</body>", "<script>document.title = 'width ' + document.documentElement.scrollWidth</script></body>"))
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,2000", "--dump-dom",
+           probe.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert 600 < int(re.search(r"<title>width (\d+)</title>", dom).group(1)) <= 900
+
+
 def test_sweep_where_every_trial_failed_reports_it_and_the_folder_keeps_working(tmp_path):
     results = tmp_path / "results"
     publish(make_fake_sweep(results, "first", variants=("a", "b")))
@@ -135,7 +158,7 @@ def test_a_sweep_finishing_while_the_index_is_built_keeps_its_row(tmp_path, monk
     results = tmp_path / "results"
     a = make_fake_sweep(results, "a", variants=("x",), failed="x")
     b = make_fake_sweep(results, "b", variants=("y",), failed="y")
-    real, b_publish = rep._index_row, []
+    real, b_publish = rep.index_row, []
 
     def b_finishes_meanwhile(trials):
         if not b_publish:
@@ -146,7 +169,7 @@ def test_a_sweep_finishing_while_the_index_is_built_keeps_its_row(tmp_path, monk
                 b_publish[0].run()
         return real(trials)
 
-    monkeypatch.setattr(rep, "_index_row", b_finishes_meanwhile)
+    monkeypatch.setattr(rep, "index_row", b_finishes_meanwhile)
     publish(a)
     if b_publish[0].ident:
         b_publish[0].join()
@@ -166,7 +189,7 @@ def _sweep_with_floors(results: Path) -> Path:
     the rest at 64x96. Plans get the trial's config, as the runner writes it."""
     import json
 
-    from results.report import AUCS
+    from results.rows import AUCS
 
     root = make_fake_sweep(results, "ablation-paths", benchmarks=("ped2", "avenue"), failed="mot-flow")
     for d in sorted(root.glob("trials/*")):
@@ -255,7 +278,7 @@ def test_terminal_summary_has_dim_floor_rows_under_the_variants(tmp_path, width)
 
     from rich.console import Console
 
-    from sweeps.runner import collect, print_summary
+    from sweeps.summary import collect, print_summary
     from sweeps.spec import SweepSpec, Variant
 
     root = _sweep_with_floors(tmp_path / "results")
@@ -272,6 +295,9 @@ def test_terminal_summary_has_dim_floor_rows_under_the_variants(tmp_path, width)
     assert "0.7490" in text and text.count("no model") == 6
     if width >= 120:
         assert "0.8820" in text  # auc_macro: only where the table has room for it
+    shown = re.findall(r"\d\.\d+(?: ± \d\.\d+)?", text)  # every number whole on its line, as the record has it
+    assert shown and all(len(n.split(".")[-1]) == 4 for n in shown), text
+    assert "(stages: t = trained, r = reused)" in text if width >= 120 else "t = trained" not in text  # only beside its column
 
 
 # ---------------------------------------------------------------------------------------------- unified vs separate models
@@ -295,7 +321,8 @@ def _unified_prior_sweep(results: Path) -> Path:
         d.mkdir(parents=True)
         scenes = [videos[v][0] for v in vids]
         (d / "plan.json").write_text(json.dumps({"variant": variant, "benchmark": "synthetic", "seed": 0, "overrides": {},
-                                                 "command": f"python -m vadcore run --profile smoke --out runs/{variant}"}))
+                                                 "command": f"python -m vadcore run --profile smoke --out runs/{variant}",
+                                                 "report_sections": ["per-scene"]}))
         metrics = {"auc_micro": 0.5, "homogeneous": homogeneous[variant],
                    **{f"homogeneous_{p}": homogeneous[variant][p]["all"] for p in ("app", "mot")}}
         config = {"data": {"benchmark": "synthetic", "scenes": [] if variant == "gaussian" else scenes},
@@ -358,7 +385,7 @@ def test_a_grid_that_scored_the_dev_split_sets_it_beside_the_test_set(tmp_path, 
     floors on both splits, one row per variant. A sweep without dev numbers has no such section."""
     import json
 
-    from results.report import AUCS
+    from results.rows import AUCS
 
     assert "Development split beside the test set" not in published[2]["report_md"].read_text()
     root = make_fake_sweep(tmp_path / "results", "ablation-paths", seeds=(0, 1))
@@ -399,3 +426,11 @@ def test_the_dev_section_shows_each_pseudo_anomaly_kind_beside_its_floor(tmp_pat
     assert [r[1] for r in rows] == ["app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows", "baseline: frame difference, 32x?"]
     assert rows[0] == ["ped2", "app-itae", "0,1", ".750 / .600", "1.000 / .900"]  # object: (0.7 + 0.8) / 2
     assert rows[-1][2:] == ["—", ".800 / .750", ".700 / .650"]
+
+
+def test_sections_follow_the_sweep_file_not_the_sweep_name(tmp_path):
+    """A sweep called ablation-paths whose file asks for nothing gets no Table 3; one of another name that asks for
+    `report = ["table3"]` does."""
+    plain = publish(make_fake_sweep(tmp_path / "a" / "results", "ablation-paths", report=()))["report_md"].read_text()
+    asked = publish(make_fake_sweep(tmp_path / "b" / "results", "my-table-3", report=("table3",)))["report_md"].read_text()
+    assert "Table 3" not in plain and "Table 3: contribution of each path and each flow (frame AUC): ours beside the paper's" in asked

@@ -1,8 +1,8 @@
-"""Resume after a SIGKILL: `python -m sweeps run` on a 3-variant grid (one trial at a time) is killed — its whole
-process group, Ray included — once the first trial has finished and the second is held at the trial gate
-(vadcore.testing.trial_gate), so the kill lands at the same point on a fast machine and a slow one;
-`python -m sweeps resume` then finishes the others, keeps the first trial's record byte for byte, and trains
-no ITAE twice."""
+"""Resume after a SIGKILL and after a Ctrl-C: `python -m sweeps run` on a 3-variant grid (one trial at a time) is
+stopped — its whole process group, Ray included — once the first trial has finished and the second is held at the
+trial gate (sweeps.trainable.test_gate), so the stop lands at the same point on a fast machine and a slow one;
+`python -m sweeps resume` then finishes the others, keeps the first trial's record byte for byte, trains no ITAE
+twice, and ends with the tables of a run that was never stopped."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from vadcore.testing import GATE_ENV, TINY, wait_until
+from vadcore.paths import TRIAL_GATE_ENV as GATE_ENV
+from vadcore.testing import TINY, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,16 +94,17 @@ def _sweeps(args: list[str], log: Path, started: list[subprocess.Popen], gate: P
     return p
 
 
-def test_resume_after_sigkill_keeps_finished_trials_and_stages(tmp_path, procs):
+def _one_done_one_held(tmp_path: Path, procs: list[subprocess.Popen]) -> tuple[subprocess.Popen, Path, str, str]:
+    """`sweeps run` of SWEEP into tmp_path/results, returned (run, trials folder, first, held) once its first trial
+    has finished and the second waits at the gate."""
     sweep = tmp_path / "resume.toml"
     sweep.write_text(SWEEP)
-    results, cache, gate = tmp_path / "results", tmp_path / "cache", tmp_path / "gate"
+    results, gate = tmp_path / "results", tmp_path / "gate"
     gate.mkdir()
-    sets = [a for s in TINY for a in ("--set", s)]
     trials = results / "resume" / "trials"
     run_log = tmp_path / "run.log"
-
-    run = _sweeps(["run", str(sweep), "--results", str(results), "--cache", str(cache), *sets], run_log, procs, gate)
+    run = _sweeps(["run", str(sweep), "--results", str(results), "--cache", str(tmp_path / "cache"), *(a for s in TINY for a in ("--set", s))],
+                  run_log, procs, gate)
 
     def waiting(exclude: set[str]):
         if run.poll() is not None:
@@ -111,10 +113,17 @@ def test_resume_after_sigkill_keeps_finished_trials_and_stages(tmp_path, procs):
 
     first = wait_until(lambda: waiting(set()), 240, "a first trial at the gate")[0]
     (gate / f"{first}.go").touch()
-    record = wait_until(lambda: (trials / first / "trial.json").is_file() and trials / first / "trial.json", 240, f"{first} finished")
-    kept = record.read_bytes()
+    wait_until(lambda: (trials / first / "trial.json").is_file(), 240, f"{first} finished")
     held = wait_until(lambda: waiting({first}), 240, "a second trial at the gate")
     assert len(held) == 1, held  # one trial at a time: the second waits at the gate, the third has not started
+    return run, trials, first, held[0]
+
+
+def test_resume_after_sigkill_keeps_finished_trials_and_stages(tmp_path, procs):
+    run, trials, first, _ = _one_done_one_held(tmp_path, procs)
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    record = trials / first / "trial.json"
+    kept = record.read_bytes()
     tree = [p.pid for p in psutil.Process(run.pid).children(recursive=True)]
     _kill_group(run)
     assert run.returncode == -signal.SIGKILL
@@ -138,3 +147,58 @@ def test_resume_after_sigkill_keeps_finished_trials_and_stages(tmp_path, procs):
     records = [json.loads(f.read_text()) for f in trials.glob("*/trial.json")]
     assert sum(r["stages"]["itae"]["status"] == "trained" for r in records) == DISTINCT_ITAE  # none trained twice
     assert not [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE], "the resumed sweep left processes"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The same sweep run to its end without a stop, in folders of its own: the tables a resumed sweep must equal."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    sweep = root / "resume.toml"
+    sweep.write_text(SWEEP)
+    started: list[subprocess.Popen] = []
+    try:
+        run = _sweeps(["run", str(sweep), "--results", str(root / "results"), "--cache", str(root / "cache"), *(a for s in TINY for a in ("--set", s))],
+                      root / "run.log", started)
+        assert run.wait(timeout=600) == 0, (root / "run.log").read_text()[-3000:]
+    finally:
+        for p in started:
+            _kill_group(p)
+    return root / "results" / "resume"
+
+
+def _comparable(sweep: Path) -> tuple[list[dict], dict[str, list]]:
+    """trials.parquet without what differs between two runs of the same trials (times, Tune's ids, the results
+    folder inside each command), and frame_scores.parquet's columns as text (NaN, a flow the trials lack, then
+    equals NaN)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(sweep / "trials.parquet")
+    keep = [c for c in t.column_names if c not in ("finished_at", "seconds", "peak_rss_mb", "tune_trial_id") and not c.endswith((".seconds", ".build_seconds"))]
+    rows = t.select(keep).sort_by("trial_id").to_pylist()
+    for r in rows:
+        r["command"] = r["command"].replace(str(sweep), "<sweep>")
+    frames = pq.read_table(sweep / "frame_scores.parquet")
+    return rows, {c: [repr(v) for v in frames[c].to_pylist()] for c in frames.column_names}
+
+
+def test_ctrl_c_prints_what_to_resume_and_resume_gives_the_uninterrupted_tables(tmp_path, procs, uninterrupted):
+    """Ctrl-C (SIGINT to the sweep's process group, as a terminal sends it) with one trial finished and one held at
+    the gate: the sweep stops, says what finished, what was interrupted and the resume command, exits 130 and
+    publishes the one finished trial; `sweeps resume` then ends with the tables of a run that was never stopped."""
+    run, trials, first, held = _one_done_one_held(tmp_path, procs)
+    results, run_log = tmp_path / "results", tmp_path / "run.log"
+    os.killpg(run.pid, signal.SIGINT)
+    try:
+        rc = run.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the interrupted sweep did not exit in 120 s:\n{run_log.read_text()[-3000:]}")
+    log = run_log.read_text()
+    assert rc == 130, log[-3000:]
+    assert f"interrupted: 1 trial(s) finished and kept, 1 interrupted ({held}); continue with: python -m sweeps resume resume --results {results}" in log
+    assert "Tuner.restore" not in log and "0 trials" not in log
+    assert [f.parent.name for f in trials.glob("*/trial.json")] == [first]
+    assert "2 trials: 1 finished, 0 failed, 1 stopped" in (results / "resume" / "report.md").read_text()
+
+    resume = _sweeps(["resume", "resume", "--results", str(results)], tmp_path / "resume.log", procs)
+    assert resume.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    assert _comparable(results / "resume") == _comparable(uninterrupted)

@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from sweeps.runner import RunOptions, epoch_line, init_ray, load_run_options, run_sweep, stage_counts, stage_keys
-from sweeps.spec import expand, load_sweep
+from sweeps.cluster import init_ray
+from sweeps.options import RunOptions, load_run_options
+from sweeps.runner import run_sweep, stage_keys
+from sweeps.summary import stage_counts
+from sweeps.trainable import epoch_line
+from sweeps.plans import expand
+from sweeps.spec import load_sweep
 from vadcore.testing import TINY
 
 SWEEP = """
@@ -63,7 +68,7 @@ def test_grid_trials_share_the_itae_and_a_failure_is_recorded(swept):
     assert sorted([by["no-mot"]["stages"]["itae"], by["mot"]["stages"]["itae"]]) == ["reused", "trained"]
     assert stage_counts(records) == {"itae": 1, "flow": 1}
     assert by["broken"]["status"] == "failed" and "ped2" in by["broken"]["error"]
-    assert by["mot"]["command"].startswith("python -m vadcore run --benchmark synthetic --profile smoke --set flow.app=false")
+    assert by["mot"]["command"].startswith("OMP_NUM_THREADS=1 python -m vadcore run --benchmark synthetic --profile smoke --set flow.app=false")
 
 
 def test_variants_run_only_those_and_resume_remembers_them(ray_local, tmp_path):
@@ -157,7 +162,7 @@ def test_search_summary_fits_80_columns_and_keeps_names_whole(searched):
 
     from rich.console import Console
 
-    from sweeps.runner import print_summary
+    from sweeps.summary import print_summary
 
     root, spec, records = searched
     out = io.StringIO()
@@ -210,7 +215,7 @@ def test_loopback_node_keeps_ray_from_choosing_the_external_address(monkeypatch)
     says); `_loopback_node` keeps 127.0.0.1. Checked on Ray's own function, with an external address faked."""
     import ray._private.services as services
 
-    from sweeps.runner import _loopback_node
+    from sweeps.cluster import _loopback_node
 
     monkeypatch.setattr(services, "node_ip_address_from_perspective", lambda address=None: "192.0.2.5")
     monkeypatch.setattr(services.ray._private.worker, "_global_node", None)

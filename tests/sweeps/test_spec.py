@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from sweeps.__main__ import main
-from sweeps.spec import SEARCH_METRICS, TRIAL_METRICS, available, check, expand, load_sweep, with_seeds, with_variants
+from sweeps.plans import expand
+from sweeps.spec import SEARCH_METRICS, TRIAL_METRICS, available, check, load_sweep, with_seeds, with_variants
 from vadcore.configtools import parse_sets
 from vadcore.errors import ConfigError
 
@@ -60,8 +61,8 @@ def test_grid_expands_variants_times_seeds_with_commands(tmp_path):
     assert [(p.variant, p.seed) for p in plans] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     p = plans[3]
     assert p.config.score.lambda_L == 0.5 and p.config.flow.mot and p.config.seed == 1 and p.config.itae_train.epochs == 1
-    assert p.command.startswith("python -m vadcore run --benchmark synthetic --profile smoke ")
-    sets = [tok for tok in p.command.split() if "=" in tok]
+    assert p.command.startswith("OMP_NUM_THREADS=1 python -m vadcore run --benchmark synthetic --profile smoke ")
+    sets = [tok for tok in p.command.split()[1:] if "=" in tok]
     assert parse_sets([s.strip("'") for s in sets]) == {"score": {"lambda_L": 0.5}, "flow": {"mot": True}, "seed": 1, "itae_train": {"epochs": 1}}
     assert len(expand(load_sweep(write(tmp_path, GRID)), benchmarks=["synthetic"], profile="laptop")) == 4
 
@@ -70,6 +71,7 @@ def test_grid_expands_variants_times_seeds_with_commands(tmp_path):
     "text, needle",
     [
         ("bogus = 1\n" + GRID, "unknown field bogus; allowed:"),
+        ('report = ["table5"]\n' + GRID, "report[0]='table5' is not allowed; allowed: 'table3', 'table4', 'per-scene'"),
         (GRID.replace("seeds = [0, 1]", 'seeds = ["x"]'), "seeds[0]='x' must be int"),
         (GRID.replace('benchmarks = ["synthetic"]', 'benchmarks = ["ped3"]'), "'ped3' unknown; allowed:"),
         ('name = "t"\ngrid = []\n', "grid must be a non-empty list"),
@@ -173,6 +175,25 @@ def test_show_prints_shared_stage_keys(capsys, tmp_path):
     assert "distinct stages to train: itae 2, flow_app 1, flow_mot 1" in capsys.readouterr().out
 
 
+def test_a_command_resolves_each_trials_config_once(tmp_path, monkeypatch, capsys):
+    """`show` (and `run`, which plans the same way) resolves a trial's config where it makes the trial's plan, and
+    nowhere else: a grid of 2 variants x 2 seeds, 4 resolutions (loading the file alone resolves each variant too)."""
+    import sweeps.plans
+    import sweeps.spec
+
+    calls = []
+
+    def counted(real):
+        return lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+
+    for module in (sweeps.plans, sweeps.spec):
+        monkeypatch.setattr(module, "resolve_config", counted(module.resolve_config))
+    assert main(["show", str(write(tmp_path, GRID)), "--cache", str(tmp_path / "cache")]) == 0
+    assert len(calls) == 4, capsys.readouterr()
+    load_sweep(write(tmp_path, GRID))
+    assert len(calls) == 4 + 2
+
+
 # ---------------------------------------------------------------------------------------------- per-scene variants
 
 PER_SCENE = GRID + """
@@ -184,7 +205,7 @@ per_scene = true
 
 
 def test_per_scene_variant_expands_to_one_trial_per_scene(tmp_path):
-    from sweeps.spec import per_scene_parts
+    from results.layout import per_scene_parts
 
     plans = expand(load_sweep(write(tmp_path, PER_SCENE)), extra_sets=["itae_train.epochs=1"])
     assert [(p.variant, p.seed) for p in plans] == [("a", 0), ("a", 1), ("b", 0), ("b", 1), *((f"sep@s{k}", s) for k in range(3) for s in (0, 1))]
@@ -310,10 +331,10 @@ def test_progress_lines_show_training_epochs_and_an_eta_from_trials_that_trained
     ETA extrapolates from the trials that trained. Replayed epochs print nothing; trained ones one indented line."""
     from types import SimpleNamespace
 
-    from sweeps.runner import _progress_callback
+    from sweeps.trainable import progress_callback
 
     names = ["cached", "trains", "third"]
-    progress = _progress_callback(3, None, "max", names)
+    progress = progress_callback(3, None, "max", names)
     trials = [SimpleNamespace(trial_id=f"t{i}", config={"plan": i}, last_result={}) for i in range(3)]
     for t in trials:
         progress.on_trial_start(0, trials, t)
@@ -321,7 +342,8 @@ def test_progress_lines_show_training_epochs_and_an_eta_from_trials_that_trained
     progress.on_trial_complete(0, trials, trials[0])
     progress.on_trial_result(0, trials, trials[1], {"stage": "itae", "epoch": 1, "epochs": 2, "replayed": False, "val_loss": 0.5})
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("[1/3] finished cached — 1 done, 2 running, 0 failed") and "ETA" not in out[0]
-    assert out[1].startswith("      trains: itae epoch 1/2, val_loss 0.5, ") and len(out) == 2
+    assert [line.split(" — ")[0] for line in out[:3]] == ["[0/3] started cached", "[0/3] started trains", "[0/3] started third"]
+    assert out[3].startswith("[1/3] finished cached — 1 done, 2 running, 0 failed") and "ETA" not in out[3]
+    assert out[4].startswith("      trains: itae epoch 1/2, val_loss 0.5, ") and len(out) == 5
     progress.on_trial_complete(0, trials, trials[1])
     assert ", ETA " in capsys.readouterr().out

@@ -73,7 +73,7 @@ def check_data_root(names: list[str] | tuple[str, ...] = (), data_root: str | Pa
     benchmark whose folder is under the root. {benchmark: {split: summary}}; a DataError at the first problem.
     `cache` (default: the stage cache, $VAD_CACHE or .cache/vad) remembers benchmarks that passed."""
     if cache is None:
-        from vadcore.__main__ import cache_root
+        from vadcore.paths import cache_root
 
         cache = cache_root(None)
     members = [m for name in names for m in benchmark_members(name) if m in NEEDS_DATA]

@@ -67,7 +67,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check(names: list[str], data_root, args: argparse.Namespace, say) -> int:
-    from vadcore.__main__ import cache_root
+    from vadcore.paths import cache_root
     from vadcore.data import resolve_data_root
     from vadcore.data.check import check_data_root
 
