@@ -50,7 +50,8 @@ WIDE = 120  # columns from which the table shows every column (seeds, stages, ev
 
 def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | None = None):
     """One row per (variant, benchmark): seeds, status, AUCs (mean ± sd over seeds) and stage reuse; under them, dim,
-    a grid sweep's floors (trial.json's metrics.baselines: one row per benchmark, shard resolution and baseline).
+    a grid sweep's floors (trial.json's metrics.baselines: one row per benchmark, shard resolution and baseline), and
+    per variant, in words, whether it beats the strongest floor under each protocol (metrics.below_floor).
 
     A search's rows are its trials, ranked by the objective (a dev_ AUC); the test AUC appears for the best
     BEST_SHOWN only. Below 120 columns (CI logs, `ray job logs`) the table keeps variant, status and the
@@ -66,8 +67,9 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
     for r in records:
         groups.setdefault((r["variant"], r["benchmark"]), []).append(r)
     benches = {b for _, b in groups}
+    checked = not spec.search and any(r.get("metrics", {}).get("below_floor") for r in records)  # trials since the floor check
     cols = ["variant", *(["benchmark"] if len(benches) > 1 or not narrow else []), *([] if narrow else ["seeds"]), "status",
-            *metrics, *([] if narrow else ["stages"])]
+            *metrics, *(["vs floors"] if checked else []), *([] if narrow else ["stages"])]
     table = Table(title=f"sweep {spec.name}: {spec.description}", title_justify="left")
 
     def value(r: dict[str, Any], k: str) -> float:
@@ -93,6 +95,7 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
         if reasons:
             status = reasons[0] if len(rs) == 1 else status + " (" + "; ".join(reasons) + ")"
         cells = {"variant": variant, "benchmark": bench, "seeds": ",".join(str(r["seed"]) for r in rs), "status": status,
+                 "vs floors": floor_rows.verdict([r["metrics"].get("below_floor", {}) for r in ok], short=True),
                  "stages": " ".join(f"{k.removeprefix('flow_')}:{'/'.join(sorted({r['stages'][k][0] for r in ok}))}"
                                     for k in ("itae", "flow_app", "flow_mot", "score") if ok and k in ok[0]["stages"])}
         for k in metrics:
@@ -104,9 +107,10 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
         for r in (r for r in records if r["status"] == "finished"):
             data = r.get("config", {}).get("data", {})
             for name, aucs in r["metrics"].get("baselines", {}).items():
-                floors.setdefault((r["benchmark"], f"{data.get('height', '?')}x{data.get('width', '?')}", name), aucs)
+                size = "native" if name in floor_rows.NATIVE else f"{data.get('height', '?')}x{data.get('width', '?')}"
+                floors.setdefault((r["benchmark"], size, name), aucs)
         for (bench, frames, name), aucs in sorted(floors.items()):
-            cells = {"variant": floor_rows.label(name), "benchmark": bench, "seeds": "",
+            cells = {"variant": floor_rows.label(name), "benchmark": bench, "seeds": "", "vs floors": "",
                      "status": f"no model, {frames}", "stages": "", **{k: mean_std([aucs.get(k, math.nan)]) for k in metrics}}
             rows.append(([cells[c] for c in cols], "dim"))
     # Numbers are never wrapped nor cut; the text columns share what is left, each at least as wide as its longest

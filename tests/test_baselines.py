@@ -110,7 +110,8 @@ def test_trials_record_the_floors_of_a_stage_built_once_per_split(tmp_path):
     stage = tmp_path / "cache" / "stages" / "baselines" / first["stages"]["baselines"]["key"]
     assert json.loads((stage / "slice.json").read_text()) == {"shards": first["stages"]["shards_test"]["key"]}
     assert (stage / "baselines.npz").is_file()
-    assert first["metrics"]["below_floor"] == "; ".join(baselines.below_floor(first["metrics"], first["metrics"]["baselines"]))
+    assert first["metrics"]["below_floor"] == baselines.below_floor(first["metrics"], first["metrics"]["baselines"])
+    assert set(first["metrics"]["below_floor"]) == {"auc_micro", "auc_micro_global"} and "dev_below_floor" in first["metrics"]
 
     resized = run_trial(resolve_config("synthetic", "smoke", [*sets, "data.height=48", "data.width=64"]), None, tmp_path / "cache", tmp_path / "t3", show=False)
     assert resized["stages"]["native_baselines"]["status"] == resized["stages"]["native_baselines_dev"]["status"] == "reused"
@@ -202,8 +203,8 @@ def test_below_floor_names_the_protocol_and_the_strongest_floor():
     floors = {"frame_difference": {"auc_micro": 0.87, "auc_micro_global": 0.70},
               "flow_magnitude": {"auc_micro": 0.916, "auc_micro_global": 0.93}, "position": {"auc_micro": 0.75, "auc_micro_global": 0.75}}
     assert baselines.strongest(floors, "auc_micro") == ("flow_magnitude", 0.916)
-    assert baselines.below_floor({"auc_micro": 0.92, "auc_micro_global": 0.90}, floors) == ["auc_micro_global 0.900 < flow_magnitude 0.930"]
-    assert baselines.below_floor({"auc_micro": 0.832, "auc_micro_global": 0.782}, floors) == [
-        "auc_micro 0.832 < flow_magnitude 0.916", "auc_micro_global 0.782 < flow_magnitude 0.930"]
-    assert baselines.below_floor({"auc_micro": 0.95, "auc_micro_global": 0.93}, floors) == []  # a tie is not below
-    assert baselines.below_floor({"auc_micro": 0.5}, {}) == [] and baselines.strongest({}, "auc_micro") is None
+    assert baselines.below_floor({"auc_micro": 0.92, "auc_micro_global": 0.90}, floors) == {"auc_micro": "", "auc_micro_global": "flow_magnitude 0.930"}
+    assert baselines.below_floor({"auc_micro": 0.832, "auc_micro_global": 0.782}, floors) == {
+        "auc_micro": "flow_magnitude 0.916", "auc_micro_global": "flow_magnitude 0.930"}
+    assert baselines.below_floor({"auc_micro": 0.95, "auc_micro_global": 0.93}, floors) == {"auc_micro": "", "auc_micro_global": ""}  # a tie is not below
+    assert baselines.below_floor({"auc_micro": 0.5}, {}) == {} and baselines.strongest({}, "auc_micro") is None

@@ -173,15 +173,16 @@ def strongest(floors: dict[str, dict[str, float]], protocol: str) -> tuple[str, 
     return max(have, key=lambda item: item[1]) if have else None
 
 
-def below_floor(aucs: dict[str, float], floors: dict[str, dict[str, float]], protocols: tuple[str, ...] = AUCS[:2]) -> list[str]:
-    """The sentences saying under which protocols a score (`aucs`: {protocol: AUC}) is below the strongest floor,
-    e.g. ["auc_micro 0.832 < flow_magnitude 0.916"]; [] when it beats or ties every floor under each. A model
-    below a floor has learned nothing that floor did not know, and a report must say so in words."""
-    out = []
+def below_floor(aucs: dict[str, float], floors: dict[str, dict[str, float]], protocols: tuple[str, ...] = AUCS[:2]) -> dict[str, str]:
+    """{protocol: "" when the score (`aucs`: {protocol: AUC}) beats or ties every floor under it, else the strongest
+    floor and its AUC, "flow_magnitude 0.916"} for each protocol with a floor. A model below a floor has learned
+    nothing that floor did not know, and every table that shows it must say so in words (trial.json's
+    metrics.below_floor, a column per protocol in trials.parquet)."""
+    out = {}
     for protocol in protocols:
         best = strongest(floors, protocol)
-        if best is not None and aucs.get(protocol) is not None and aucs[protocol] < best[1]:
-            out.append(f"{protocol} {aucs[protocol]:.3f} < {best[0]} {best[1]:.3f}")
+        if best is not None and aucs.get(protocol) is not None:
+            out[protocol] = f"{best[0]} {best[1]:.3f}" if aucs[protocol] < best[1] else ""
     return out
 
 

@@ -180,7 +180,7 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
     for prefix in ("", "dev_"):  # in words, for every table that shows the trial: "" when it beats every floor
         if f"{prefix}baselines" in floors:
             own = {p: metrics.get(f"{prefix}{p}") for p in baselines.AUCS}
-            metrics[f"{prefix}below_floor"] = "; ".join(baselines.below_floor(own, floors[f"{prefix}baselines"]))
+            metrics[f"{prefix}below_floor"] = baselines.below_floor(own, floors[f"{prefix}baselines"])
     stages["evaluate"] = {"key": None, "status": "computed", "seconds": round(time.perf_counter() - t0, 3)}
 
     trial = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from results.document import Doc
-from results.floors import FLOORS, floors_of
+from results.floors import FLOORS, floors_of, verdict
 from results.paper import PaperTable
 from results.rows import AUCS, bench_key, by_variant, fmt, mean, mean_std
 
@@ -31,7 +31,7 @@ def paper_section(doc: Doc, paper: PaperTable, rows: list[dict[str, Any]]) -> No
     if floors:
         doc.p("Floors (no model) on the same test frames, by the same evaluator: each baseline is the only score, normalised "
               "as S is. A variant near a floor learned little beyond it; definitions under Protocol.")
-        doc.table(["benchmark", "floor (no model)", "shard frames", *AUCS],
+        doc.table(["benchmark", "floor (no model)", "frames", *AUCS],
                   [[f.benchmark, f.label, f.frames, *(fmt(f.aucs[k]) for k in AUCS)] for f in floors])
 
 
@@ -44,7 +44,7 @@ def variants_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], sea
     from vadcore.scoring import PARTS  # here: vadcore.scoring pulls in torch
 
     parts = [f"{prefix}{part}_auc_micro" for part in PARTS]
-    headers = ["benchmark", "variant", "seeds", "status", *aucs, *parts]
+    headers = ["benchmark", "variant", "seeds", "status", *aucs, *parts, "vs the strongest floor"]
     table = []
     floors = floors_of(rows, prefix)
     groups = sorted(by_variant(rows).items(), key=lambda kv: (bench_key(kv[0][0]), order.index(kv[0][1])))
@@ -52,13 +52,20 @@ def variants_section(doc: Doc, rows: list[dict[str, Any]], order: list[str], sea
         ok = [r for r in rs if r["status"] == "finished"]
         status = ", ".join(f"{n} {s}" for s in ("finished", "failed", "stopped") if (n := sum(r["status"] == s for r in rs)))
         table.append([b, v, ",".join(str(r["seed"]) for r in rs), status,
-                      *(mean_std([r.get(f"metrics.{k}") for r in ok]) for k in (*aucs, *parts))])
+                      *(mean_std([r.get(f"metrics.{k}") for r in ok]) for k in (*aucs, *parts)), verdict([below_floor(r, prefix) for r in ok])])
         if i + 1 == len(groups) or groups[i + 1][0][0] != b:  # the benchmark's floors under its variants
-            table += [[b, f.label, "—", f"no model, {f.frames} frames", *(mean_std([f.aucs[k]]) for k in AUCS), *("—" for _ in parts)]
+            table += [[b, f.label, "—", f"no model, {f.frames} frames", *(mean_std([f.aucs[k]]) for k in AUCS), *("—" for _ in parts), ""]
                       for f in floors if f.benchmark == b]
     doc.table(headers, table)
     if floors:
-        doc.p("baseline rows: floors that need no model (definitions under Protocol), evaluated as the variants' S")
+        doc.p("baseline rows: floors that need no model (definitions under Protocol), evaluated as the variants' S. "
+              "\"vs the strongest floor\": a variant BELOW it under a protocol has learned nothing that floor did not know.")
+
+
+def below_floor(row: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A trial row's metrics.<prefix>below_floor as {protocol: "" or "floor auc"} (trials.parquet flattens it)."""
+    head = f"metrics.{prefix}below_floor."
+    return {k.removeprefix(head): v for k, v in row.items() if k.startswith(head) and v is not None}
 
 
 def count_of(rows: list[dict[str, Any]], key: str, which: str) -> str:

@@ -242,7 +242,7 @@ def test_floors_beside_the_variants_in_every_table(tmp_path):
         *(["avenue", v] for v in ("app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows")),
         *(["avenue", f"baseline: {b}"] for _ in (128, 64) for b in ("frame difference", "position in video")),
     ]
-    assert cells[5][2:] == ["—", "no model, 64x96 grey frames", "0.8540", "0.7100", "0.8820", "—", "—", "—"]
+    assert cells[5][2:] == ["—", "no model, 64x96 grey frames", "0.8540", "0.7100", "0.8820", "—", "—", "—", ""]
     assert cells[-4][3] == "no model, 128x192 grey frames" and cells[-4][4] == "0.7010"
 
     # protocol: what each floor is and its three AUCs, per benchmark and resolution
@@ -434,3 +434,42 @@ def test_sections_follow_the_sweep_file_not_the_sweep_name(tmp_path):
     plain = publish(make_fake_sweep(tmp_path / "a" / "results", "ablation-paths", report=()))["report_md"].read_text()
     asked = publish(make_fake_sweep(tmp_path / "b" / "results", "my-table-3", report=("table3",)))["report_md"].read_text()
     assert "Table 3" not in plain and "Table 3: contribution of each path and each flow (frame AUC): ours beside the paper's" in asked
+
+
+def test_native_floors_show_once_per_benchmark_and_every_variant_says_whether_it_beats_them(tmp_path):
+    """The native motion floors are one row per benchmark whatever the trials' resolution; each variant's row in
+    the report and in the terminal summary says in words whether it is below the strongest floor, from its seeds'
+    metrics.below_floor (here ped2's app-itae is below optical flow under both protocols, both-flows under the
+    global one only, the rest above every floor)."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from sweeps.spec import SweepSpec, Variant
+    from sweeps.summary import collect, print_summary
+
+    root = _sweep_with_floors(tmp_path / "results")
+    verdicts = {"app-itae-ped2-s0": {"auc_micro": "flow_magnitude 0.916", "auc_micro_global": "flow_magnitude 0.930"},
+                "both-flows-ped2-s0": {"auc_micro": "", "auc_micro_global": "flow_magnitude 0.930"}}
+    for d in sorted(root.glob("trials/*")):
+        if (d / "trial.json").is_file():
+            t = json.loads((d / "trial.json").read_text())
+            t["metrics"]["baselines"]["flow_magnitude"] = {"auc_micro": 0.916, "auc_micro_global": 0.93, "auc_macro": 0.9}
+            t["metrics"]["below_floor"] = verdicts.get(d.name, {"auc_micro": "", "auc_micro_global": ""})
+            (d / "trial.json").write_text(json.dumps(t))
+    md = publish(root)["report_md"].read_text()
+    floors = md.split("## Table 3")[1].split("## All variants")[0]
+    assert floors.count("optical flow magnitude | native |") == 2  # ped2 and avenue, once each (avenue ran at two sizes)
+    rows = {tuple(c.strip() for c in r.strip("|").split("|")[:2]): r.strip("|").split("|")[-1].strip()
+            for r in _table_after(md, next(line for line in md.splitlines() if line.startswith("## All variants")))}
+    assert rows[("ped2", "app-itae")] == "BELOW optical flow magnitude: auc_micro (1 of 1 seeds), auc_micro_global (1 of 1 seeds)"
+    assert rows[("ped2", "both-flows")] == "BELOW optical flow magnitude: auc_micro_global (1 of 1 seeds)"
+    assert rows[("ped2", "app-flow")] == rows[("avenue", "app-itae")] == "above every floor"
+    spec = SweepSpec("ablation-paths", root / "ablation-paths.toml", "Table 3", benchmarks=("ped2", "avenue"),
+                     grid=tuple(Variant(v) for v in ("app-itae", "app-mot-itae", "app-flow", "mot-flow", "both-flows")))
+    out = io.StringIO()
+    print_summary(spec, collect(root / "trials"), Console(file=out, width=250, color_system=None))
+    text = out.getvalue()
+    assert "BELOW optical flow magnitude: micro 1/1, global 1/1" in text and "BELOW optical flow magnitude: global 1/1" in text, text
+    assert text.count("above every floor") == 6, text  # the other finished variants: avenue's four, ped2's two
