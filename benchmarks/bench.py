@@ -137,20 +137,21 @@ def data_section(mode: Mode) -> list[Figure]:
 
 
 def compute_section(mode: Mode) -> list[Figure]:
-    """Training-step GFLOP/s of the ITAE and of a Glow (motion flow) at Ped2's smoke size ÷ torch's float32
-    matmul GFLOP/s. The three take turns step by step (`interleaved`), so a change of load hits them alike."""
-    from bench_model import MATMUL_N, interleaved, make_flow_step, make_step
+    """Training-step GFLOP/s of the ITAE, as the laptop profile trains it (its crops and its precision: bf16
+    autocast under cpu-bf16), and of a Glow (motion flow), at Ped2's laptop size ÷ torch's float32 matmul GFLOP/s.
+    The three take turns step by step (`interleaved`), so a change of load hits them alike."""
+    from bench_model import MATMUL_N, clip_size, interleaved, make_flow_step, make_step, step_flops
 
     from vadcore.config import resolve_config
-    from vadcore.describe import forward_flops
+    from vadcore.train import autocast_dtype
 
-    cfg = resolve_config("ped2", "smoke")
-    d = cfg.data
+    cfg = resolve_config("ped2", "laptop")
     itae_batch, flow_batch = cfg.itae_train.batch_size, cfg.flow.train.batch_size
     a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
     flow_step, flow_flops = make_flow_step(cfg, flow_batch)
-    flops = {"matmul": 2 * MATMUL_N**3, "itae": 3 * forward_flops(cfg.itae, d.height, d.width, itae_batch)[0], "glow": flow_flops}
+    flops = {"matmul": 2 * MATMUL_N**3, "itae": step_flops(cfg, itae_batch), "glow": flow_flops}
     batches = {"itae": itae_batch, "glow": flow_batch}
+    where = {"itae": f"{'×'.join(map(str, clip_size(cfg)))} clips, {autocast_dtype(cfg.deepspeed) or 'float32'}", "glow": "float32"}
     out = []
     for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
         steps = interleaved({"matmul": (lambda: a @ b, threads), "itae": (make_step(cfg, itae_batch), threads), "glow": (flow_step, threads)},
@@ -160,7 +161,7 @@ def compute_section(mode: Mode) -> list[Figure]:
                           note=f"float32 {MATMUL_N}×{MATMUL_N}, {threads} threads"))
         for model in ("itae", "glow"):
             out.append(Figure("compute", f"{model}_step.gflops.{threads}t", round(gflops[model], 1), "GFLOP/s", better="higher",
-                              note=f"{steps[model][0] * 1e3:.1f} ms/step, batch {batches[model]}, Ped2 smoke"))
+                              note=f"{steps[model][0] * 1e3:.1f} ms/step, batch {batches[model]}, Ped2 laptop, {where[model]}"))
             out.append(Figure("compute", f"{model}_step.over_matmul.{threads}t", round(gflops[model] / gflops["matmul"], 3), "×", **at_least(0.5)))
     return out
 

@@ -1,15 +1,18 @@
 """CPU cost of one ITAE training step (forward + backward + Adam), beside torch's own float32 matmul speed.
 
-    python benchmarks/bench_model.py                  # smoke and paper variants: ~8 minutes on 2 busy cores
-    python benchmarks/bench_model.py --paper-steps 0  # smoke only
+    python benchmarks/bench_model.py                  # laptop and paper variants: ~8 minutes on 2 busy cores
+    python benchmarks/bench_model.py --paper-steps 0  # laptop only
     python benchmarks/bench_model.py --no-compile     # skip torch.compile (first compile: ~2 min per thread count)
 
-Smoke: Ped2's smoke profile, batch 8 of 1×16×64×96 clips. Paper: Avenue's paper profile, batch 1 of
-3×16×256×256. FLOPs per step = 3 × forward FLOPs (torch's FlopCounterMode: 2 × conv/deconv multiply-adds).
-Variants: eager, channels_last_3d memory format and torch.compile, each at torch's default threads and at 1.
-Variants take turns step by step and report the median, so load from other jobs hits them alike; still,
-on a shared machine compare variants within one run, not across runs. Each is compared with the matmul
-speed at its own thread count. Prints a table, then one JSON line of flat dotted keys.
+Laptop: Ped2's laptop profile, a batch of its training clips (its `itae_train.crop` when set). Paper: Avenue's
+paper profile, batch 1 of 3×16×256×256. FLOPs per step = 3 × forward FLOPs (torch's FlopCounterMode: 2 ×
+conv/deconv multiply-adds). Variants: the profile's own precision ("as trained": bf16 autocast under a
+`torch_autocast` DeepSpeed config, as the engine's forward runs), float32 and bf16 autocast explicitly,
+channels_last_3d memory format and torch.compile, each at torch's default threads and at 1. Variants take turns
+step by step and report the median, so load from other jobs hits them alike; still, on a shared machine compare
+variants within one run, not across runs. Each is compared with torch's float32 matmul at its own thread count
+(bf16 autocast can beat it: oneDNN runs bf16 convolutions on AMX where the CPU has it). Prints a table, then one
+JSON line of flat dotted keys.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from vadcore.config import TrialConfig, resolve_config
 from vadcore.describe import flow_inputs, forward_flops
 from vadcore.models.itae import ITAE
 from vadcore.models.losses import reconstruction_loss
+from vadcore.train import autocast_dtype
 
 MATMUL_N = 2048
 
@@ -49,15 +53,28 @@ def matmul_gflops(threads: int, repeats: int = 10) -> float:
     return 2 * MATMUL_N**3 / statistics.median(times[2:]) / 1e9
 
 
-def make_step(cfg: TrialConfig, batch: int, *, channels_last: bool = False, compiled: bool = False) -> Callable[[], None]:
-    """One training step as the trainer takes it: forward, reconstruction loss (Eq. 4), backward, Adam.
+def clip_size(cfg: TrialConfig) -> tuple[int, int]:
+    """(H, W) of the clips the ITAE trains on: its `itae_train.crop`, else the frames."""
+    return tuple(cfg.itae_train.crop) if cfg.itae_train.crop else (cfg.data.height, cfg.data.width)
 
-    Input: random clips (batch, C, T, H, W) at the profile's size.
+
+def step_flops(cfg: TrialConfig, batch: int) -> int:
+    """FLOPs of one training step on `batch` clips: 3 x the forward's (backward ~ 2 x forward)."""
+    return 3 * forward_flops(cfg.itae, *clip_size(cfg), batch)[0]
+
+
+def make_step(cfg: TrialConfig, batch: int, *, channels_last: bool = False, compiled: bool = False, dtype: str | None = "as trained") -> Callable[[], None]:
+    """One training step as the trainer takes it: forward (under autocast, as DeepSpeed's engine runs it when the
+    profile's config has one), reconstruction loss (Eq. 4) in float32, backward, Adam.
+
+    Input: random clips (batch, C, T, H, W) at the size the profile trains on (`clip_size`). dtype: "as trained"
+    (the profile's DeepSpeed config), None (float32) or an autocast dtype ("bfloat16").
     """
     torch.manual_seed(0)
     d = cfg.data
     model = ITAE(cfg.itae)
-    x = torch.rand(batch, d.channels, cfg.itae.frames, d.height, d.width)
+    x = torch.rand(batch, d.channels, cfg.itae.frames, *clip_size(cfg))
+    cast = autocast_dtype(cfg.deepspeed) if dtype == "as trained" else dtype
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
         x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -66,7 +83,9 @@ def make_step(cfg: TrialConfig, batch: int, *, channels_last: bool = False, comp
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss, _ = reconstruction_loss(x, forward(x).recon, cfg.loss)
+        with torch.autocast("cpu", dtype=getattr(torch, cast or "float32"), enabled=cast is not None):
+            recon = forward(x).recon
+        loss, _ = reconstruction_loss(x, recon.float(), cfg.loss)
         loss.backward()
         opt.step()
 
@@ -149,8 +168,8 @@ def main() -> None:
     matmul = {t: matmul_gflops(t) for t in thread_counts}
     record: dict[str, float | int | str] = {"bench": "model", "threads": default}
     record.update({f"matmul_gflops.{t}_threads": round(g, 1) for t, g in matmul.items()})
-    smoke = resolve_config("ped2", "smoke")
-    profiles = [("smoke", smoke, smoke.itae_train.batch_size, args.steps, 2)]
+    laptop = resolve_config("ped2", "laptop")
+    profiles = [("laptop", laptop, laptop.itae_train.batch_size, args.steps, 2)]
     if args.paper_steps > 0:
         profiles.append(("paper", resolve_config("avenue", "paper"), 1, args.paper_steps, 1))
 
@@ -159,16 +178,14 @@ def main() -> None:
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     shapes = []
     for profile, cfg, batch, repeats, warmup in profiles:
-        d = cfg.data
-        shapes.append(f"{profile} {batch}×{d.channels}×{cfg.itae.frames}×{d.height}×{d.width}")
-        variants = {  # (variant, threads) -> step
-            ("channels_last_3d" if cl else "eager", t): make_step(cfg, batch, channels_last=cl)
-            for cl in (False, True)
-            for t in thread_counts
-        }
-        if profile == "smoke" and not args.no_compile:
-            variants.update({("compile", t): make_step(cfg, batch, compiled=True) for t in thread_counts})
-        flops = 3 * forward_flops(cfg.itae, d.height, d.width, batch)[0]
+        shapes.append(f"{profile} {batch}×{cfg.data.channels}×{cfg.itae.frames}×{'×'.join(map(str, clip_size(cfg)))} "
+                      f"(as trained: {autocast_dtype(cfg.deepspeed) or 'float32'})")
+        kinds = {"as trained": {}, "float32": {"dtype": None}, "bf16 autocast": {"dtype": "bfloat16"},
+                 "channels_last_3d": {"channels_last": True}}
+        if profile == "laptop" and not args.no_compile:
+            kinds["compile"] = {"compiled": True}
+        variants = {(v, t): make_step(cfg, batch, **kw) for v, kw in kinds.items() for t in thread_counts}  # (variant, threads) -> step
+        flops = step_flops(cfg, batch)
         results = interleaved({f"{profile}.{v}.{t}_threads": (fn, t) for (v, t), fn in variants.items()}, warmup, repeats)
         for (variant, threads), (key, result) in zip(variants, results.items()):  # both in insertion order
             label = f"{profile} {variant}"
@@ -187,7 +204,7 @@ def main() -> None:
             })
             cells = (seconds * 1e3, batch / seconds, gflops, gflops / matmul[threads], warm)
             table.add_row(label, str(threads), *(f"{v:.2f}" if v < 10 else f"{v:.1f}" for v in cells))
-    table.caption = f"inputs: {'; '.join(shapes)}. Target: smoke ÷matmul ≥ 0.5. Shared machine: timings are noisy."
+    table.caption = f"inputs: {'; '.join(shapes)}. Target: laptop as trained ÷matmul ≥ 0.5. Shared machine: timings are noisy."
     console = Console()
     console.print(table)
     for key, value in record.items():

@@ -17,22 +17,15 @@ subclassing `DevFromTraining` (Ped2, Avenue, ShanghaiTech do):
     blob that differs from that video's median frame and fits 1/4 of the frame height: on Ped2 and Avenue a
     person or two overlapping), pasted with its mask (no background rectangle) into V at its own row and moving
     horizontally at 1-2.5x walking speed over one segment (motion anomaly of a normal-looking object: Ped2's
-    documented anomalies move at about these speeds, carts ~1x, skaters ~2x, bikes 2-3x). Labelled 1 on the
-    frames where it is pasted. Format 1 used 3-4x: frame differencing alone solved it (Ped2, 64x96, per-video /
-    global min-max .967 / .951; at 1-1.5x .788 / .800), so it could not rank models (see OBJECT_SPEED).
+    documented anomalies move at about these speeds, carts ~1x, skaters ~2x, bikes 2-3x; faster ones are found by
+    frame differencing alone). Labelled 1 on the frames where it is pasted.
   - `V+patch`: a rigid textured square (1/6 of the frame height) crossing horizontally at 1-2x walking speed
     (appearance anomaly). Labelled 1 on the frames where it is pasted.
 
-  Since format 3 the object and the patch are pasted at 1/4 of their contrast (`CONTRAST`, `_faded`: each
-  pixel's deviation from the sprite's mean colour scaled by 1/4). At full contrast a pasted thing adds more
-  frame-difference energy than a calm held-out video's own motion and the model-free floor finds it: format 2's
-  frame difference scores .989 on +object and .984 on +patch (Ped2, 64x96, per-video min-max, smoothed as the
-  laptop profile), every laptop model sits at .97-1.00 and dev could not rank them (Spearman with test over 12
-  lever runs +0.39). At 1/4 the floor on the whole split is .899 / .741 (per-video / global), the nearest of 1/4
-  and 1/2 (.949 / .773) to the floor on Ped2's test set (.868 / .704), the one reason 1/4 was picked. Checked
-  once against the test set, pre-registered (adopt if Spearman >= +0.5 under auc_micro and > 0 under
-  auc_micro_global): over Table 3's 15 laptop trials, Spearman of dev with test +0.675 / +0.429 (format 2: +0.929
-  / -0.507, format 1: +0.47 / -0.51). The +skip copies are unchanged and still easy (floor .996).
+  The object and the patch are pasted at 1/4 of their contrast (`CONTRAST`, `_faded`: each pixel's deviation from
+  the sprite's mean colour scaled by 1/4): at full contrast a pasted thing adds more frame-difference energy than
+  a calm held-out video's own motion, the model-free floor finds it and the split cannot rank models. How each
+  format was chosen and checked once against the test set: the README's "Real data" section.
 
   Each anomalous segment is contiguous and leaves at least 1/8 of the frames normal before and after it (so
   every copy has both classes, as per-video min-max needs); the object and the patch appear and disappear
@@ -65,9 +58,7 @@ DEV_FORMAT = 3  # bump whenever the generated frames or labels change, to invali
 HOLDOUT_EVERY = 8  # every 8th training video of a scene is held out
 WALK = 1 / 260  # normal walking speed, fraction of the frame width per frame (see the module docstring)
 SKIP_FACTORS = (2, 3)  # frame-skip factors, inclusive
-# Pasted object, multiples of WALK. Format 2's 1-2.5x was fixed before one check against the test set (session 5 of
-# issue 14, 21 cached Ped2 runs re-scored on dev): Spearman of dev with test auc_micro +0.59 over all 21 (3-4x:
-# +0.02), +0.93 over Table 3's 15 (3-4x: +0.47); auc_micro_global is predicted by neither.
+# Pasted object, multiples of WALK: Ped2's anomalies' speeds (format 2; why: the README's "Real data" section).
 OBJECT_SPEED = (1.0, 2.5)
 PATCH_SPEED = (1.0, 2.0)  # textured patch, multiples of WALK
 CONTRAST = 0.25  # pasted object and patch: their deviation from their own mean colour, scaled (see `_faded`)
