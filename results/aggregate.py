@@ -132,6 +132,8 @@ def column_type(name: str) -> pa.DataType | None:
         return STAGE_TYPES.get(rest.rpartition(".")[2])
     if family == "training":
         return TRAINING_TYPES.get(rest.rpartition(".")[2])
+    if family == "metrics" and rest.partition(".")[0] in ("below_floor", "dev_below_floor"):
+        return pa.string()  # '' or the floor that beat the trial, in words (vadcore.baselines.below_floor)
     if family == "metrics" and not rest.startswith("protocol."):
         return pa.float64()
     if family == "versions":

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from results.aggregate import ALL_TRIALS, aggregate, load_frame_scores, rows_to_table, update_all_trials
+from results.aggregate import ALL_TRIALS, aggregate, column_type, load_frame_scores, rows_to_table, update_all_trials
 from sweeps.plans import command
 from sweeps.spec import available, load_sweep
 
@@ -73,7 +73,8 @@ def make_fake_sweep(results: Path, name: str = "ablation-paths", variants=TABLE3
                 auc = 0.9 + 0.01 * v_i - 0.05 * b_i + 0.002 * seed
                 metrics = {"auc_micro": auc, "auc_micro_global": auc - 0.02, "auc_macro": auc - 0.01, "r_auc_micro": auc - 0.03,
                            "r_auc_micro_global": auc - 0.04, "r_auc_macro": auc - 0.03, "macro_videos_used": 3, "macro_videos_excluded": 0,
-                           "auc": auc, "per_scene_auc": {"s0": auc + 0.01, "s1": None if v_i == 0 else auc - 0.01}, "protocol": PROTOCOL}
+                           "auc": auc, "per_scene_auc": {"s0": auc + 0.01, "s1": None if v_i == 0 else auc - 0.01}, "protocol": PROTOCOL,
+                           "below_floor": {"auc_micro": "", "auc_micro_global": "flow_magnitude 0.930" if v_i == 0 else ""}}
                 if v_i >= 2:
                     metrics.update(l_auc_micro=auc - 0.05, l_auc_micro_global=auc - 0.06, l_auc_macro=auc - 0.05)
                 if search:  # the objective ranks trials unlike the test set: a search that finds noise
@@ -158,10 +159,13 @@ def test_column_types_come_from_the_schema_not_the_values(tmp_path):
     for name, typ in (("config.itae.tau", pa.int64()), ("config.itae.app_channels", pa.string()), ("config.flow.app", pa.bool_()),
                       ("metrics.macro_videos_used", pa.float64()), ("stage.itae.build_seconds", pa.float64()), ("stage.evaluate.key", pa.string()),
                       ("versions.torch", pa.string()),
+                      ("metrics.below_floor.auc_micro", pa.string()), ("metrics.below_floor.auc_micro_global", pa.string()),
                       ("metrics.protocol.lambda_from_test_set", pa.bool_()), ("metrics.protocol.dropped_frames", pa.int64())):  # no rule: inferred
         assert t.schema.field(name).type == typ, name
+    assert column_type("metrics.dev_below_floor.auc_micro") == pa.string()  # words, not numbers: never cast (nor warned about)
     rows = {r["trial_id"]: r for r in t.to_pylist()}
     assert json.loads(rows["both-flows-ped2-s0"]["config.itae.app_channels"]) == [96, 128]
+    assert rows["app-itae-ped2-s0"]["metrics.below_floor.auc_micro_global"] == "flow_magnitude 0.930"
     assert rows_to_table([{"sweep": "s", "extra.note": None}]).schema.field("extra.note").type == pa.null()  # no rule, no value
 
 
