@@ -123,3 +123,74 @@ def test_flow_features_are_streamed_to_a_file_one_batch_at_a_time(train_shards, 
     idx = torch.randperm(len(x))[:50]
     assert torch.equal(x[idx], expected[idx])
     assert torch.equal(torch.cat(list(x.split(100))), expected)
+
+
+def _engines(monkeypatch) -> list:
+    """The DeepSpeed engines `fit` makes from now on, kept for inspection."""
+    import deepspeed
+
+    made, initialize = [], deepspeed.initialize
+
+    def keep(*args, **kwargs):
+        out = initialize(*args, **kwargs)
+        made.append(out[0])
+        return out
+
+    monkeypatch.setattr(deepspeed, "initialize", keep)
+    return made
+
+
+def test_gpu_bf16_zero_buckets_fit_the_model_and_gradients_stay_float32(monkeypatch):
+    """ZeRO-1 under autocast, on the CPU accelerator: one float32 gradient bucket the model's size rounded up (not
+    DeepSpeed's 5e8 elements per gradient dtype), and no layer's gradient reduced in bf16."""
+    engines = _engines(monkeypatch)
+    model = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.Conv3d(4, 1, 1))
+    clips = [torch.rand(2, 1, 4, 6, 6) for _ in range(2)]
+    train.fit(model, lambda engine, x, _p: ((engine(x).float() - x).pow(2).mean(), {}), lambda epoch: clips, 2, STEP, "gpu-bf16")
+    opt = engines[0].optimizer
+    assert type(opt).__name__ == "DeepSpeedZeroOptimizer" and opt.reduce_bucket_size == train.BUCKET_ROUND
+    assert set(opt.ipg_buckets) == {torch.float32}
+    assert all(b.numel() <= train.BUCKET_ROUND for bucket in opt.ipg_buckets.values() for b in bucket.buffer)
+    assert not any(hasattr(p, "comm_dtype") for p in model.parameters())
+
+
+def test_a_config_file_that_sets_the_buckets_or_safe_modules_keeps_them(tmp_path, monkeypatch):
+    (tmp_path / "mine.json").write_text(json.dumps({"zero_optimization": {"stage": 2, "reduce_bucket_size": 1000},
+                                                    "torch_autocast": {"enabled": True, "lower_precision_safe_modules": ["torch.nn.Linear"]}}))
+    monkeypatch.setattr(train, "DEEPSPEED_DIR", tmp_path)
+    cfg = train.deepspeed_config("mine", STEP, params=3 * train.BUCKET_ROUND + 1)
+    assert cfg["zero_optimization"] == {"stage": 2, "reduce_bucket_size": 1000, "allgather_bucket_size": 4 * train.BUCKET_ROUND}
+    assert cfg["torch_autocast"]["lower_precision_safe_modules"] == ["torch.nn.Linear"]
+    (tmp_path / "zero0.json").write_text(json.dumps({"zero_optimization": {"stage": 0}}))
+    assert train.deepspeed_config("zero0", STEP, params=10)["zero_optimization"] == {"stage": 0}  # no ZeRO: no buckets
+
+
+def test_a_diverged_loss_stops_the_run_within_the_check_interval(monkeypatch):
+    """No per-step wait on the device: finiteness is checked every FINITE_CHECK_EVERY steps and at the epoch's end,
+    so a loss that turns NaN at step 6 stops the run after step 8 with a check every 4 steps."""
+    monkeypatch.setattr(train, "FINITE_CHECK_EVERY", 4)
+    calls = []
+
+    def loss_fn(engine, x, _progress):
+        calls.append(1)
+        loss = engine(x).pow(2).mean()
+        return (loss * float("nan") if len(calls) >= 6 else loss), {}
+
+    batches = [torch.rand(2, 3) for _ in range(12)]
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss at epoch 1, steps 5-8 .*checked every 4 steps"):
+        train.fit(nn.Linear(3, 1), loss_fn, lambda epoch: batches, 12, STEP, "cpu")
+    assert len(calls) == 8
+    calls.clear()
+    with pytest.raises(FloatingPointError, match=r"epoch 1, steps 5-6 "):  # the epoch's end checks its last steps
+        train.fit(nn.Linear(3, 1), loss_fn, lambda epoch: batches[:6], 6, STEP, "cpu")
+
+
+def test_step_time_leaves_out_the_warm_up_and_the_validation():
+    batches = [torch.rand(2, 3) for _ in range(5)]
+    step = StepConfig(epochs=2, batch_size=2, lr=1e-3)
+    result = train.fit(nn.Linear(3, 1), lambda engine, x, _p: (engine(x).pow(2).mean(), {}), lambda epoch: batches, 5, step, "cpu",
+                       validate=lambda m: 0.0)
+    assert [e["timed_steps"] for e in result.history] == [5 - train.WARMUP_STEPS, 5]
+    t = train.timing(result.history)
+    assert t["timed_steps"] == 10 - train.WARMUP_STEPS and t["train_seconds"] > 0
+    assert t["step_ms"] == pytest.approx(1000 * t["train_seconds"] / t["timed_steps"], rel=1e-3)

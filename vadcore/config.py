@@ -19,6 +19,7 @@ from vadcore.models.glow import GlowConfig
 from vadcore.models.hgad_prior import PriorConfig
 from vadcore.models.itae import ITAEConfig
 from vadcore.models.losses import LossConfig
+from vadcore.runtime import RuntimeConfig
 from vadcore.paths import PROFILE_DIR
 from vadcore.scoring import ScoreConfig
 
@@ -87,6 +88,7 @@ class TrialConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     seed: int = 0
     deepspeed: str = "cpu"  # a config in vadcore/deepspeed/ (cpu: fp32 + gloo; gpu-bf16, gpu-zero2, ...)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # TF32, cuDNN benchmark, determinism (vadcore.runtime)
 
     def validate(self) -> None:
         """One pass over every field and the rules that tie fields together."""
@@ -137,7 +139,7 @@ class TrialConfig:
                                   "early stopping keeps the best epoch, not the last one; set patience=0")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed={self.seed} must be in [0, 2**32): numpy's seed range")
-        for sub in (m, self.loss, self.flow.glow, self.flow.prior, self.score):
+        for sub in (m, self.loss, self.flow.glow, self.flow.prior, self.score, self.runtime):
             sub.validate()
         m.latent_size(d.height, d.width)  # raises when the strides do not divide the frame size
         if self.flow.mot and m.paths != "app+mot":

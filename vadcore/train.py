@@ -40,9 +40,15 @@ from torch import nn
 from vadcore.dist import device, import_deepspeed, init_distributed, world
 from vadcore.errors import ConfigError
 from vadcore.paths import DEEPSPEED_DIR
+from vadcore.runtime import runtime_record
 
 __all__ = ["FitResult", "Launch", "autocast_dtype", "deepspeed_config", "describe_run", "device", "fit", "in_process", "inference_autocast", "init_distributed", "rank_slice",
-           "steps_in", "world"]
+           "steps_in", "timing", "world"]
+
+DEEPSPEED_BUCKET = 500_000_000  # DeepSpeed's reduce_bucket_size and allgather_bucket_size defaults, in elements
+BUCKET_ROUND = 1 << 20  # our bucket sizes: the model's parameters rounded up to this (even: NCCL's alignment)
+WARMUP_STEPS = 3  # a run's first steps (cuDNN autotuning, allocator growth, lazy set-up) are left out of its step time
+FINITE_CHECK_EVERY = 50  # steps between checks that the training loss is finite: each waits for the device
 
 
 def read_deepspeed_json(name: str) -> dict[str, Any]:
@@ -59,8 +65,19 @@ def read_deepspeed_json(name: str) -> dict[str, Any]:
     return cfg
 
 
-def deepspeed_config(name: str, step, *, fp32: bool = False) -> dict[str, Any]:
-    """The named JSON config completed with the step's batch size, Adam and clipping.
+def deepspeed_config(name: str, step, *, fp32: bool = False, params: int = 0) -> dict[str, Any]:
+    """The named JSON config completed with the step's batch size, Adam and clipping, and two choices of ours
+    where the file is silent:
+
+    - ZeRO's gradient buckets sized to the model (`params` trainable parameters; 0: DeepSpeed's defaults).
+      DeepSpeed allocates each bucket whole, 5e8 elements by default: ZeRO-1 and -2 stage the gradients in a
+      float32 buffer of that size per gradient dtype (two with overlap_comm), 1.9 GiB each on the GPU, for a
+      paper ITAE of 7 M parameters. A bucket as large as the model holds every gradient, so a step is still
+      reduced in one collective, as with the default (the largest model, Avenue's F_mot, has 246 M).
+    - autocast's `lower_precision_safe_modules` empty: DeepSpeed's default ([Linear, Conv1d-3d]) reduces those
+      layers' gradients in bf16, which rounds every ITAE convolution's float32 gradient to 8 bits of mantissa
+      before Adam, even on one rank where nothing crosses a wire, and gives the model a second bucket. The
+      ITAE's float32 gradients are 28 MB a step: little bandwidth across ranks.
 
     fp32=True drops autocast: flows sum per-layer log-determinants, which half precision ruins.
     """
@@ -77,8 +94,14 @@ def deepspeed_config(name: str, step, *, fp32: bool = False) -> dict[str, Any]:
             "params": {"lr": step.lr, "weight_decay": step.weight_decay, "adam_w_mode": False, "torch_adam": True},
         },
     )
+    zero = cfg.get("zero_optimization", {})
+    if zero.get("stage", 0) > 0 and params > 0:
+        bucket = min(DEEPSPEED_BUCKET, -(-params // BUCKET_ROUND) * BUCKET_ROUND)
+        cfg["zero_optimization"] = {"reduce_bucket_size": bucket, "allgather_bucket_size": bucket, **zero}
     if fp32:
         cfg.pop("torch_autocast", None)
+    elif cfg.get("torch_autocast", {}).get("enabled"):
+        cfg["torch_autocast"] = {"lower_precision_safe_modules": [], **cfg["torch_autocast"]}
     return cfg
 
 
@@ -113,10 +136,14 @@ def in_process(build: Callable[[Callable | None], dict[str, Any]], report: Calla
 
 
 def describe_run(ds_name: str, fp32: bool = False) -> dict[str, Any]:
-    """World size, device and precision of a stage's training, for its info (and the trial's record)."""
+    """World size, device, precision and runtime switches (`vadcore.runtime`) of a stage's training, for its info
+    (and the trial's record). On a CUDA device with runtime.tf32, "fp32" stages multiply in TF32 and say so."""
     dtype = autocast_dtype(ds_name)
     precision = f"{dtype} autocast, fp32 weights" if dtype and not fp32 else "fp32"
-    return {"world_size": world()[1], "device": device().type, "precision": precision, "deepspeed": ds_name}
+    switches = runtime_record()
+    if precision == "fp32" and switches["tf32"] and device().type == "cuda":
+        precision = "fp32, TF32 multiplies"
+    return {"world_size": world()[1], "device": device().type, "precision": precision, "deepspeed": ds_name, "runtime": switches}
 
 
 def inference_autocast(ds_name: str):
@@ -176,12 +203,15 @@ def fit(
     nothing to select by: the last epoch is kept and `selected_by` says "last".
     """
     deepspeed = import_deepspeed()
+    from deepspeed.accelerator import get_accelerator
+
     init_distributed()
     total = max(1, step.epochs * steps_per_epoch)
+    trained = [p for p in model.parameters() if p.requires_grad]
     engine, _, _, _ = deepspeed.initialize(
         model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(ds_name, step, fp32=fp32),
+        model_parameters=trained,
+        config=deepspeed_config(ds_name, step, fp32=fp32, params=sum(p.numel() for p in trained)),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=step.min_lr),
     )
     history: list[dict[str, float]] = []
@@ -193,28 +223,37 @@ def fit(
     for epoch in range(step.epochs):
         engine.train()
         sums: dict[str, torch.Tensor] = {}
-        n = 0
+        n = timed = 0
+        start = time.perf_counter()  # of the epoch's timed steps: those after the run's warm-up
         for batch in batches(epoch):
             if n >= steps_per_epoch:
                 break
             if _batch_len(batch) < size:  # a last global batch too small to give every rank a sample: all skip it
                 continue
             loss, parts = loss_fn(engine, rank_slice(batch, rank, size), done / total)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, step {n}")
             engine.backward(loss)
             engine.step()
             for k, v in {"loss": loss, **parts}.items():  # tensors: no device sync per step
                 sums[k] = sums.get(k, 0.0) + v.detach()
             n += 1
             done += 1
+            timed += done > WARMUP_STEPS
+            if done == WARMUP_STEPS:
+                get_accelerator().synchronize()
+                start = time.perf_counter()
+            if n % FINITE_CHECK_EVERY == 0:
+                _check_finite(sums["loss"], size, f"epoch {epoch + 1}, steps {n - FINITE_CHECK_EVERY + 1}-{n}")
             progress(1)
+        if n % FINITE_CHECK_EVERY:
+            _check_finite(sums["loss"], size, f"epoch {epoch + 1}, steps {n - n % FINITE_CHECK_EVERY + 1}-{n}")
+        get_accelerator().synchronize()
+        steady = time.perf_counter() - start if timed else 0.0
         if size > 1 and sums:  # every rank's mean, so the history does not depend on the number of ranks
             names = sorted(sums)
             total_sums = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in names])
             torch.distributed.all_reduce(total_sums)
             sums = dict(zip(names, total_sums / size))
-        record = {"epoch": epoch + 1, "steps": n, "lr": engine.get_lr()[0]}
+        record = {"epoch": epoch + 1, "steps": n, "lr": engine.get_lr()[0], "timed_steps": timed, "train_seconds": round(steady, 4)}
         record.update({f"train_{k}": float(v) / max(n, 1) for k, v in sums.items()})
         if validate is not None:
             engine.eval()
@@ -241,6 +280,27 @@ def fit(
     kept = best_epoch if by_val else len(history)
     return FitResult(history, done, time.perf_counter() - t0, kept_epoch=kept, epochs_run=len(history),
                      stopped_early=len(history) < step.epochs, selected_by="val_loss" if by_val else "last")
+
+
+def _check_finite(loss_sum: torch.Tensor, size: int, where: str) -> None:
+    """Raise FloatingPointError unless the sum of the training losses since the epoch began is finite on every
+    rank. Checked every FINITE_CHECK_EVERY steps, not every step: each check waits for the device to finish
+    its queue, and a diverged run wastes at most that many steps before it stops (a non-finite loss stays so).
+    All ranks decide together, so none is left waiting in a collective for one that stopped."""
+    ok = torch.isfinite(loss_sum).to(torch.float32).reshape(1)
+    if size > 1:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    if not bool(ok):
+        raise FloatingPointError(f"non-finite training loss at {where} (the sum of the epoch's losses is {float(loss_sum)} on rank "
+                                 f"{world()[0]}; checked every {FINITE_CHECK_EVERY} steps)")
+
+
+def timing(history: list[dict[str, float]]) -> dict[str, float]:
+    """{"timed_steps", "train_seconds", "step_ms"} of a stage's epochs: the optimiser steps after the warm-up, the
+    seconds they took (their batches' loading included; validation, warm-up and set-up not), and ms per step."""
+    steps = sum(e.get("timed_steps", 0) for e in history)
+    seconds = sum(e.get("train_seconds", 0.0) for e in history)
+    return {"timed_steps": steps, "train_seconds": round(seconds, 4), "step_ms": round(1000 * seconds / steps, 3) if steps else None}
 
 
 def steps_in(windows: int, batch_size: int, max_steps: int) -> int:

@@ -22,6 +22,7 @@ from vadcore.stages import StageRecord
 from vadcore.steps.itae import load_itae, run_itae
 from vadcore.steps.windows import Report, clip_to_float, seed_everything, window_loader
 from vadcore.train import describe_run, device, fit, steps_in, world
+from vadcore.runtime import apply_runtime
 
 
 def flow_input(cfg: TrialConfig, x: torch.Tensor, out, path: str) -> torch.Tensor:
@@ -138,6 +139,7 @@ def build_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folde
 
 
 def _train_flow(cfg: TrialConfig, path: str, itae_stage: StageRecord, train_folder: Path, out: Path, report: Report | None, bar: Bar) -> dict[str, Any]:
+    apply_runtime(cfg.runtime)
     seed_everything(cfg.seed)
     itae = load_itae(cfg, itae_stage.path)
     scenes = sorted({v["scene"] for v in load_manifest(train_folder)["per_video"].values()})

@@ -14,6 +14,7 @@ from vadcore.models.losses import reconstruction_loss
 from vadcore.progress import Bar, progress_bar
 from vadcore.steps.windows import Report, clip_to_float, seed_everything, split_videos, window_loader
 from vadcore.train import describe_run, device, fit, inference_autocast, steps_in, world
+from vadcore.runtime import apply_runtime
 
 
 def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report | None, show: bool, holdout: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -25,6 +26,7 @@ def build_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report |
 
 
 def _train_itae(cfg: TrialConfig, train_folder: Path, out: Path, report: Report | None, bar: Bar, holdout: frozenset[str]) -> dict[str, Any]:
+    apply_runtime(cfg.runtime)
     seed_everything(cfg.seed)
     manifest = load_manifest(train_folder)
     fit_videos, val_videos = split_videos(manifest, cfg.itae_train.val_fraction, cfg.seed, holdout)

@@ -18,6 +18,7 @@ from vadcore.steps.flow import NLL_MAP_MEAN, flow_input, load_flow
 from vadcore.steps.itae import load_itae, run_itae
 from vadcore.steps.windows import clip_to_float, window_loader
 from vadcore.train import device
+from vadcore.runtime import apply_runtime
 
 
 def _foreground_masks(test_folder: Path) -> dict[str, np.ndarray]:
@@ -47,6 +48,7 @@ def build_scores(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, Sta
 
 @torch.no_grad()
 def _score(cfg: TrialConfig, itae_stage: StageRecord, flows: dict[str, StageRecord], test_folder: Path, out: Path, bar: Bar) -> dict[str, Any]:
+    apply_runtime(cfg.runtime)
     itae = load_itae(cfg, itae_stage.path)
     flow_models = {p: load_flow(cfg, s) for p, s in flows.items()}
     mapped = [p for p, m in flow_models.items() if m.has_map]

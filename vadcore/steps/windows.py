@@ -12,6 +12,7 @@ import torch
 from vadcore.config import TrialConfig
 from vadcore.data.loader import ClipDataset, clip_batches
 from vadcore.errors import DataError
+from vadcore.runtime import loader_workers
 
 Report = Callable[[dict[str, Any]], None]  # a stage's per-epoch records, on their way to a sweep's scheduler
 
@@ -46,12 +47,15 @@ def split_videos(manifest: dict[str, Any], fraction: float, seed: int, holdout: 
 def window_loader(folder: Path, cfg: TrialConfig, *, train: bool, batch: int, videos: set[str] | None = None, epoch: int = 0, stride: int | None = None):
     """(dataset, one pass of its batches): windows of the training split (shuffled, train=True, cut to
     `itae_train.crop` when set) or whole and in order (train=False: every frame covered). ceil(windows / batch)
-    batches whatever `data.loader_workers` is."""
+    batches whatever `data.loader_workers` is; as many of those workers as /dev/shm has room for
+    (`vadcore.runtime.loader_workers`)."""
     stride = stride or (cfg.data.train_stride if train else cfg.data.test_stride)
     crop = tuple(cfg.itae_train.crop) if train and cfg.itae_train.crop else None
     ds = ClipDataset(folder, cfg.itae.frames, stride, train=train, seed=cfg.seed, videos=videos, crop=crop)
     ds.set_epoch(epoch)
-    return ds, clip_batches(ds, batch, cfg.data.loader_workers)
+    h, w = crop or (cfg.data.height, cfg.data.width)
+    batch_bytes = batch * cfg.data.channels * cfg.itae.frames * h * w  # uint8 clips
+    return ds, clip_batches(ds, batch, loader_workers(cfg.data.loader_workers, batch_bytes))
 
 
 def clip_to_float(clip: torch.Tensor, dev: torch.device) -> torch.Tensor:
