@@ -2,6 +2,7 @@
 
     python -m sweeps list
     python -m sweeps show ablation-paths
+    python -m sweeps show ablation-paths --profile paper --benchmarks ped2 --data-root ../shared/data   # + the bill on a GPU
     python -m sweeps run ablation-paths                       # synthetic benchmark, smoke profile, Ray in-process
     python -m sweeps run ablation-paths --benchmarks ped2 --data-root ../shared/data --profile smoke
     python -m sweeps run path/to/my-sweep.toml --set itae_train.epochs=1 --results /tmp/results
@@ -33,6 +34,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override on every trial, repeatable")
     p.add_argument("--seeds", type=int, nargs="+", help="every trial's seeds (default: the sweep file's seeds)")
     p.add_argument("--variants", nargs="+", metavar="NAME", help="grid sweeps: only these variants (default: all)")
+    p.add_argument("--throughput", metavar="FILE", help="the bill's TFLOP/s, measured by benchmarks/gpu_check.py (its throughput.json; "
+                   "default: $VAD_THROUGHPUT, else assumed H100 rates, said so)")
 
 
 def cmd_list(args) -> int:
@@ -52,6 +55,7 @@ def cmd_show(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from sweeps.bill import bill_table, load_throughput, sweep_bill
     from sweeps.plans import expand
     from sweeps.runner import stage_keys
     from sweeps.spec import load_sweep, with_seeds, with_variants
@@ -67,8 +71,10 @@ def cmd_show(args) -> int:
         table.add_column(col)
     cache = cache_root(args.cache)
     distinct: dict[str, set[str]] = {}
+    all_keys = []
     for p in plans:
         keys = stage_keys(p, cache, data_root)
+        all_keys.append(keys)
         for k in ("itae", "flow_app", "flow_mot"):
             if k in keys:
                 distinct.setdefault(k, set()).add(keys[k])
@@ -79,6 +85,11 @@ def cmd_show(args) -> int:
         console.print(f"{p.trial_id}: {p.command}", highlight=False, soft_wrap=True)
     if spec.search:
         console.print("search space: " + ", ".join(f"{k}={v}" for k, v in spec.search.space.items()), highlight=False, soft_wrap=True)
+    bill = sweep_bill(plans, all_keys, load_throughput(args.throughput), data_root, cache)
+    per = f" per sampled trial (a search of {spec.search.num_samples} samples: up to {spec.search.num_samples}x)" if spec.search else ""
+    console.print(bill_table(bill, f"{spec.name}: compute bill{per}, distinct stages"))
+    for line in bill.missing:
+        console.print(f"not billed: {line}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -111,7 +122,7 @@ def cmd_run(args) -> int:
 
     spec = load_sweep(args.name, resolve=False)  # run_sweep resolves every trial's config, once
     opts = RunOptions(args.profile, args.benchmarks, args.data_root, args.results, args.cache, args.address, args.sets, args.num_samples,
-                      args.seeds, args.variants, args.workers_per_trial, args.max_concurrent, args.share_stages)
+                      args.seeds, args.variants, args.workers_per_trial, args.max_concurrent, args.share_stages, args.throughput)
     return _sweep(spec, opts)
 
 
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the sweeps in sweeps/").set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="expanded trials, their stage keys and reproducing commands; runs nothing")
+    p = sub.add_parser("show", help="expanded trials, their stage keys, reproducing commands and compute bill; runs nothing")
     p.add_argument("name")
     _run_args(p)
     p.set_defaults(func=cmd_show)

@@ -38,3 +38,13 @@ def test_forward_flops_match_multiply_adds_of_table1():
     _, per_layer = forward_flops(cfg, 256, 256)
     assert per_layer["app.conv1"] == 2 * 96 * 3 * 9 * 4 * 128 * 128
     assert per_layer["decoder.deconv4"] == 2 * 3 * 96 * 27 * 16 * 128 * 128
+
+
+def test_describe_shows_the_papers_frame_size_and_says_when_the_benchmark_is_synthetic(capsys):
+    assert main(["describe", "--profile", "paper", "--benchmark", "ped2"]) == 0
+    out = capsys.readouterr().out
+    assert "the paper's frame size" in out and "240×360 grey" in out and "987.54 GFLOP per clip" in out  # counted, not 3 × forward
+    assert main(["describe", "--profile", "paper", "--benchmark", "synthetic"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the paper's frame size │ none (not in the paper)" in out
+    assert "synthetic: its 64×96 frames are this project's size, not the paper's (ped2 240×360 grey, avenue 256×256 RGB" in out

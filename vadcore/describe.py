@@ -1,5 +1,6 @@
-"""`python -m vadcore describe`: the resolved config's sizes, every ITAE layer's output shape (Table 1),
-parameter counts of the ITAE and the flows, and the ITAE's forward FLOPs per clip.
+"""`python -m vadcore describe`: the resolved config's sizes beside the paper's frame size for the benchmark,
+every ITAE layer's output shape (Table 1), parameter counts of the ITAE and the flows, and their FLOPs per
+sample, forward and training (counted: `vadcore.compute`).
 
     python -m vadcore describe --benchmark avenue --profile paper
     python -m vadcore describe --benchmark ped2 --profile smoke --set itae.width=0.25
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
+from vadcore.compute import flow_flops, itae_flops
 from vadcore.config import TrialConfig, resolve_config
 from vadcore.errors import ConfigError
 from vadcore.models.glow import Glow, GlowConfig
@@ -54,12 +56,31 @@ def flow_inputs(cfg: TrialConfig) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+PAPER_BENCHMARKS = ("ped2", "avenue", "shanghaitech")  # the ITAE paper's; synthetic is ours
+
+
+def paper_frame_size(benchmark: str) -> str:
+    """The paper's input frames for each member of `benchmark` (the paper profile's sizes, which follow its
+    "Implementations"), e.g. "240×360 grey"; a synthetic member says it has none."""
+    from vadcore.data import benchmark_members
+
+    out = []
+    for b in benchmark_members(benchmark):
+        if b in PAPER_BENCHMARKS:
+            d = resolve_config(b, "paper").data
+            out.append(f"{d.height}×{d.width} {'grey' if d.channels == 1 else 'RGB'}" + (f" ({b})" if "+" in benchmark else ""))
+        else:
+            out.append(f"none ({b}: not in the paper)" if "+" in benchmark else "none (not in the paper)")
+    return "; ".join(out)
+
+
 def _config_table(cfg: TrialConfig, benchmark: str, profile: str) -> Table:
     d, m = cfg.data, cfg.itae
     h, w = m.latent_size(d.height, d.width)
     table = Table(title=f"{benchmark} / {profile}: resolved config", show_header=False)
     for key, value in (
         ("frame size H×W", f"{d.height}×{d.width}"),
+        ("the paper's frame size", paper_frame_size(benchmark)),
         ("channels C", d.channels),
         ("clip length T", m.frames),
         ("tau (appearance reads T/tau frames)", f"{m.tau} ({m.frames // m.tau} frames)"),
@@ -89,7 +110,9 @@ def _glow_rows(glow_cfg: GlowConfig, cfg: TrialConfig, suffix: str) -> list[tupl
     for name, (c, h, w) in flow_inputs(cfg).items():
         with torch.device("meta"):
             glow = Glow(glow_cfg, c, h, w)
-        rows.append((name + suffix, f"{glow_cfg.steps} / {glow_cfg.levels} / {glow_cfg.hidden}", fmt_shape((c, h, w)), f"{glow.latent_dim:,}", f"{count_parameters(glow):,}"))
+        train = flow_flops(glow_cfg, cfg.flow.prior, c, h, w, 1).train  # one scene's prior: HGAD's grows with the scenes
+        rows.append((name + suffix, f"{glow_cfg.steps} / {glow_cfg.levels} / {glow_cfg.hidden}", fmt_shape((c, h, w)), f"{glow.latent_dim:,}",
+                     f"{count_parameters(glow):,}", f"{train / 1e9:.1f}"))
     return rows
 
 
@@ -98,6 +121,10 @@ def describe(benchmark: str, profile: str, sets: list[str]) -> None:
     cfg = resolve_config(benchmark, profile, sets)
     console = Console()
     console.print(_config_table(cfg, benchmark, profile))
+    if "synthetic" in benchmark.split("+"):
+        sizes = ", ".join(f"{b} {paper_frame_size(b)}" for b in PAPER_BENCHMARKS)
+        console.print(f"synthetic: its {cfg.data.height}×{cfg.data.width} frames are this project's size, not the paper's "
+                      f"({sizes}); describe --benchmark ped2 or avenue shows the paper's models", highlight=False)
 
     with torch.device("meta"):
         model = ITAE(cfg.itae)
@@ -112,10 +139,11 @@ def describe(benchmark: str, profile: str, sets: list[str]) -> None:
     params.add_row("total", f"{count_parameters(model):,}", style="bold")
     console.print(params)
     console.print(f"ITAE forward: {flops / 1e9:.2f} GFLOP per clip (2 × conv/deconv multiply-adds)")
-    console.print(f"ITAE training step ≈ 3 × forward = {3 * flops / 1e9:.2f} GFLOP per clip")
+    train = itae_flops(cfg.itae, cfg.loss, cfg.data.height, cfg.data.width).train
+    console.print(f"ITAE training step: {train / 1e9:.2f} GFLOP per clip (forward, loss and backward, counted)")
 
     flows = Table(title="flow models (Glow; paper: K=32, L=3)")
-    for col in ("model", "K / L / hidden", "input C×h×w", "latent dim", "params"):
+    for col in ("model", "K / L / hidden", "input C×h×w", "latent dim", "params", "train GFLOP/sample"):
         flows.add_column(col, justify="left" if col == "model" else "right")
     rows = _glow_rows(cfg.flow.glow, cfg, "")
     note = None
