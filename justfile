@@ -82,6 +82,12 @@ report-screenshot NAME:
 bench-sweep *ARGS:
     {{python}} benchmarks/bench_sweep.py {{ARGS}}
 
-# the paper profile's sizes, a few hundred steps a stage, then scoring: step time, samples/s, peak GPU memory, AUC
-gpu-smoke *ARGS:
-    {{python}} benchmarks/gpu_smoke.py {{ARGS}}
+# first contact with a GPU, one bounded command (8 min): device, /dev/shm, imports, then the paper's Ped2 and Avenue
+# geometries through DeepSpeed bf16: ms/step, samples/s, TFLOP/s, peak memory, AUCs, errmaps, one JSON line (runs/gpu-check/ or $OUT).
+# On a node without the project's venv: python3 benchmarks/gpu_check.py --out "$OUT" (uses the carry .gpu-pack/)
+gpu-check *ARGS:
+    {{python}} benchmarks/gpu_check.py --data-root {{data_root}} {{ARGS}}
+
+# the carry for a GPU node with a CUDA torch and little else (.gpu-pack/: wheels, Ped2 data pack); prints its size against 64 MiB
+gpu-pack *ARGS:
+    {{python}} benchmarks/gpu_pack.py --data-root {{data_root}} {{ARGS}}

@@ -14,7 +14,8 @@ Sections, each a figure with its target where the project promises one:
             the largest peak RSS of a trial
   memory    peak RSS of each stage on its own (benchmarks/bench_stages.py memory)
   parallel  one ITAE stage on 2 Ray Train workers against 1 (benchmarks/bench_stages.py parallel)
-  gpu       with CUDA only: benchmarks/gpu_smoke.py's step time, samples/s and peak GPU memory per stage
+  gpu       with CUDA only: benchmarks/gpu_check.py's ms/step, samples/s, TFLOP/s and peak GPU memory per stage
+            at the paper's Ped2 and Avenue geometries
 
 Every figure becomes a row of results/bench/bench.parquet (name, value, unit, target, pass, the machine, the
 versions, the git commit, the time); results/bench/report.md shows this run beside the previous run of the same
@@ -264,11 +265,20 @@ def parallel_section(mode: Mode) -> list[Figure]:
 def gpu_section(mode: Mode) -> list[Figure]:
     if not torch.cuda.is_available():
         return []
-    res, _ = child([sys.executable, str(HERE / "gpu_smoke.py"), "--steps", "50" if mode.quick else "200"])
-    out = [Figure("gpu", "peak_gpu_mb", res["peak_gpu_mb"], "MB", better="lower", note=res["gpu"])]
-    for stage, f in res["stages"].items():
-        out.append(Figure("gpu", f"{stage}.step_ms", f["step_ms"], "ms", better="lower", note=f"{f['precision']}, paper sizes"))
-        out.append(Figure("gpu", f"{stage}.samples_per_s", f["samples_per_s"], "samples/s", better="higher"))
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as out:
+        res, _ = child([sys.executable, str(HERE / "gpu_check.py"), "--carry", "none", "--out", out, "--steps", "50" if mode.quick else "200"])
+    out = []
+    for geometry in ("ped2", "avenue"):
+        g = res[geometry]
+        if g.get("status") != "ok":
+            raise RuntimeError(f"gpu_check {geometry}: {g.get('status')}: {g.get('why')}")
+        for stage, f in g["stages"].items():
+            name, note = f"{geometry}.{stage}", f"{f.get('precision', 'fp32')}, paper geometry, {g['data']}"
+            out.append(Figure("gpu", f"{name}.peak_mb", f["peak_mb"], "MB", better="lower", note=res["env"]["device"]["name"]))
+            out.append(Figure("gpu", f"{name}.tflops", f["tflops"], "TFLOP/s", better="higher", note=note))
+            if "step_ms" in f:
+                out.append(Figure("gpu", f"{name}.step_ms", f["step_ms"], "ms", better="lower"))
+                out.append(Figure("gpu", f"{name}.samples_per_s", f["samples_per_s"], "samples/s", better="higher"))
     return out
 
 

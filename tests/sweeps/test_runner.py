@@ -101,6 +101,22 @@ def test_show_keys_match_the_keys_the_run_recorded(swept):
             assert keys == {k: v for k, v in r["stage_keys"].items() if k != "evaluate"}
 
 
+def test_the_bill_written_before_the_run_is_reported_beside_the_build_times(swept):
+    """bill.json holds each distinct stage once (the shared ITAE too) with show's keys; the trial that cannot be
+    counted (no Ped2) is said so; the report sets every stage built in this sweep beside its measured time."""
+    root, spec, opts, records = swept
+    bill = json.loads((root / "results/tiny/bill.json").read_text())
+    assert sorted(x["stage"] for x in bill["stages"]) == ["flow_mot", "itae", "score", "score"] and bill["source"] == "assumed"
+    trained = {(n, r["stage_keys"][n]) for r in records if r["status"] == "finished" for n in ("itae", "flow_mot")
+               if r["stages"].get(n) == "trained"}
+    assert trained <= {(x["stage"], x["key"]) for x in bill["stages"]}
+    assert len(bill["missing"]) == 1 and bill["missing"][0].startswith("broken-synthetic-s0:")
+    md = (root / "results/tiny/report.md").read_text().split("## Compute: billed before the run, measured")[1]
+    flow = next(line for line in md.splitlines() if line.startswith("| flow_mot |"))
+    cells = [c.strip() for c in flow.strip("|").split("|")]
+    assert cells[2] == "mot-synthetic-s0" and float(cells[6]) > 0 and float(cells[7]) > 0  # hours measured, TFLOP/s achieved
+
+
 def test_resume_keeps_finished_trials(swept):
     root, spec, opts, records = swept
     before = {r["id"]: r["seconds"] for r in records if r["status"] == "finished"}
