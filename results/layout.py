@@ -1,6 +1,7 @@
 """A sweep's results folder, as the runner writes it and the aggregator reads it (one definition for both):
 
     results/<sweep>/sweep.json               the options of the sweep's last run (`sweeps resume` reads them)
+    results/<sweep>/bill.json                a grid's compute bill, written before its trials run (sweeps.bill)
     results/<sweep>/ray/                     Ray Tune's experiment storage (never read by the results layer)
     results/<sweep>/optuna.db                a search's Optuna study
     results/<sweep>/trials/<id>/plan.json    what the trial runs: variant, benchmark, seed, overrides, command, node
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 SWEEP_FILE = "sweep.json"
+BILL = "bill.json"
 TRIALS_DIR = "trials"
 PLAN = "plan.json"
 TRIAL = "trial.json"

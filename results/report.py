@@ -22,6 +22,7 @@ from results.aggregate import FRAMES, TRIALS, aggregate
 from results.document import Doc
 from results.paper import PAPER_TABLES
 from results.rows import bench_key, counts, none_finished, num, variant_order
+from results.sections.compute import bill_section
 from results.sections.dev import dev_section
 from results.sections.figures import MAX_ROC_LINES, roc_section, timeline_section
 from results.sections.scenes import scene_section
@@ -87,6 +88,7 @@ def report(sweep_dir: str | Path) -> dict[str, Path]:
         if "per-scene" in wanted or len(priors - {None}) > 1:
             scene_section(doc, sweep_dir, rows, order)
     stages_section(doc, rows)
+    bill_section(doc, sweep_dir, rows)
     failures_section(doc, rows)
     reproduce_section(doc, rows)
 

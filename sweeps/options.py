@@ -29,6 +29,7 @@ class RunOptions:
     workers_per_trial: int | None = None  # Ray Train workers per training stage, in place of resources.workers
     max_concurrent: int | None = None  # trials at once, in place of the sweep file's max_concurrent
     share_stages: bool = True  # False: every trial trains its own stages (as a plain Ray Tune or W&B sweep); shards stay shared
+    throughput: str | None = None  # gpu-check's throughput.json: the bill's TFLOP/s (default: $VAD_THROUGHPUT, else assumed)
     quiet: bool = False  # no per-trial progress lines (tests)
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from results.layout import SWEEP_FILE, TRIAL, TRIALS_DIR
+from results.layout import BILL, SWEEP_FILE, TRIAL, TRIALS_DIR
 from sweeps.cluster import check_job_storage, check_shared_storage, init_ray
 from sweeps.options import RunOptions, TrialContext, sweep_dir
 from sweeps.plans import TrialPlan, expand
@@ -63,6 +63,15 @@ def stage_keys(plan: TrialPlan, cache: Path, data_root: str | None) -> dict[str,
     keys = {f"shards_{s}": key for s, key in shards.items()}
     keys.update({name: store.key(name, slice_) for name, slice_ in stage_slices(cfg, shards, store, scene_holdout(bench, cfg.data.scenes), bench).items()})
     return keys
+
+
+def write_bill(root: Path, plans: list[TrialPlan], cache: Path, opts: RunOptions) -> None:
+    """results/<sweep>/bill.json: the grid's compute bill as `sweeps show` prints it (sweeps.bill), written before
+    any trial runs; the report sets it beside the times the stages took."""
+    from sweeps.bill import load_throughput, sweep_bill
+
+    keys = [stage_keys(p, cache, opts.data_root) for p in plans]
+    atomic.write_json(root / BILL, sweep_bill(plans, keys, load_throughput(opts.throughput), opts.data_root, cache).as_dict())
 
 
 def launch_order(plans: list[TrialPlan], todo: list[int], cache: Path, data_root: str | None) -> list[int]:
@@ -274,6 +283,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None, callbacks: tuple 
             check_shared_storage({"results folder": root.parent, "stage cache": cache}, always=bool(address))
         trials_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_json(root / SWEEP_FILE, {"file": str(spec.path), **opts.__dict__, "results": str(root.parent), "cache": str(cache)})
+        if spec.grid:
+            write_bill(root, plans, cache, opts)
         if spec.resources.workers > 1:
             from vadcore.dist import prepare_comm_op
 
