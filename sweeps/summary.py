@@ -46,6 +46,7 @@ def stage_counts(records: list[dict[str, Any]]) -> dict[str, int]:
 
 BEST_SHOWN = 3  # a search's held-out test AUC is shown for its best trials by the objective only
 WIDE = 120  # columns from which the table shows every column (seeds, stages, every AUC); below, the numbers only
+NARROWEST = 4  # characters of a sentence column (status, vs floors) beside names that keep their longest word
 
 
 def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | None = None):
@@ -54,8 +55,8 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
     per variant, in words, whether it beats the strongest floor under each protocol (metrics.below_floor).
 
     A search's rows are its trials, ranked by the objective (a dev_ AUC); the test AUC appears for the best
-    BEST_SHOWN only. Below 120 columns (CI logs, `ray job logs`) the table keeps variant, status and the
-    numbers, and wraps long names instead of cutting them; the report has every column.
+    BEST_SHOWN only. Below 120 columns (CI logs, `ray job logs`) the table keeps variant, status (the floors'
+    verdict after it) and the numbers, and wraps long names instead of cutting them; the report has every column.
     """
     from rich.table import Table
 
@@ -69,7 +70,7 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
     benches = {b for _, b in groups}
     checked = not spec.search and any(r.get("metrics", {}).get("below_floor") for r in records)  # trials since the floor check
     cols = ["variant", *(["benchmark"] if len(benches) > 1 or not narrow else []), *([] if narrow else ["seeds"]), "status",
-            *metrics, *(["vs floors"] if checked else []), *([] if narrow else ["stages"])]
+            *metrics, *(["vs floors"] if checked and not narrow else []), *([] if narrow else ["stages"])]
     table = Table(title=f"sweep {spec.name}: {spec.description}", title_justify="left")
 
     def value(r: dict[str, Any], k: str) -> float:
@@ -94,8 +95,11 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
         reasons = sorted({r.get("stop_reason", "interrupted, no record") for r in rs if r["status"] == "stopped"})
         if reasons:
             status = reasons[0] if len(rs) == 1 else status + " (" + "; ".join(reasons) + ")"
+        verdict = floor_rows.verdict([r["metrics"].get("below_floor", {}) for r in ok], short=True)
+        if narrow and verdict:  # no room for a column of its own: the verdict follows the status
+            status = f"{status}; {verdict}"
         cells = {"variant": variant, "benchmark": bench, "seeds": ",".join(str(r["seed"]) for r in rs), "status": status,
-                 "vs floors": floor_rows.verdict([r["metrics"].get("below_floor", {}) for r in ok], short=True),
+                 "vs floors": verdict,
                  "stages": " ".join(f"{k.removeprefix('flow_')}:{'/'.join(sorted({r['stages'][k][0] for r in ok}))}"
                                     for k in ("itae", "flow_app", "flow_mot", "score") if ok and k in ok[0]["stages"])}
         for k in metrics:
@@ -113,16 +117,28 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
             cells = {"variant": floor_rows.label(name), "benchmark": bench, "seeds": "", "vs floors": "",
                      "status": f"no model, {frames}", "stages": "", **{k: mean_std([aucs.get(k, math.nan)]) for k in metrics}}
             rows.append(([cells[c] for c in cols], "dim"))
-    # Numbers are never wrapped nor cut; the text columns share what is left, each at least as wide as its longest
-    # word when that fits, so names wrap between words (a word wider than its share is folded, never cut).
+    # Numbers are never wrapped nor cut. A table wider than the terminal gets fixed column widths: the names
+    # (variant, benchmark) their longest word, so a name is never folded, the sentences (status, vs floors, ...) a
+    # fair share of the rest, wrapping between words (a word wider than its share is folded, never cut).
     headers = [col.replace("_", " ") if narrow and col in metrics else col for col in cols]
-    need = {i: max(len(h), *(len(str(c[i])) for c, _ in rows)) for i, h in enumerate(headers) if cols[i] in metrics}
-    text = [i for i in range(len(cols)) if i not in need]
-    share = ((width or 10**6) - 3 * len(cols) - 1 - sum(need.values())) // max(1, len(text))
-    for i, (col, header) in enumerate(zip(cols, headers)):
-        longest = max([len(w) for c, _ in rows for w in str(c[i]).split()] + [len(header)])
-        table.add_column(header, justify="right" if i in need else "left", overflow="fold", no_wrap=i in need,
-                         min_width=need.get(i, max(1, min(longest, share))))
+    widest = [max(len(h), *(len(str(c[i])) for c, _ in rows)) for i, h in enumerate(headers)]
+    fixed: dict[int, int] = {}
+    if width is not None and sum(widest) + 3 * len(cols) + 1 > width:
+        fixed = {i: widest[i] for i in range(len(cols)) if cols[i] in metrics}
+        longest = {i: max([len(w) for c, _ in rows for w in str(c[i]).split()] + [len(h)]) for i, h in enumerate(headers) if i not in fixed}
+        room = width - 3 * len(cols) - 1 - sum(fixed.values())
+        sentences = [i for i in longest if cols[i] not in ("variant", "benchmark")]
+        names = {i: n for i, n in longest.items() if i not in sentences}
+        if sum(names.values()) + NARROWEST * len(sentences) > room:  # too narrow for whole names: all share alike
+            sentences, names = list(longest), {}
+        fixed.update(names)
+        left = room - sum(names.values())
+        for k, i in enumerate(sorted(sentences, key=lambda i: widest[i])):  # a short column gives what it needs not
+            fixed[i] = max(1, min(widest[i], left // (len(sentences) - k)))
+            left -= fixed[i]
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="right" if cols[i] in metrics else "left", overflow="fold", no_wrap=cols[i] in metrics,
+                         width=fixed.get(i))
     for n, (cells, style) in enumerate(rows):
         if style == "dim" and (n == 0 or rows[n - 1][1] != "dim"):
             table.add_section()
