@@ -3,7 +3,7 @@
     from results.aggregate import aggregate
     aggregate("results/ablation-paths")   # writes trials.parquet, frame_scores.parquet; updates ../all_trials.parquet
 
-Reads results/<sweep>/trials/<id>/{plan.json, trial.json | error.json | stop.json, frame_scores.parquet} (the
+Reads results/<sweep>/trials/<id>/{plan.json, trial.json | error.json | stop.json, retries.json, frame_scores.parquet} (the
 layout `results.layout` defines for the runner and this module) and never Ray's own folders. Writes, each atomically (temporary sibling + rename):
 
     results/<sweep>/trials.parquet        one row per trial (schema: results/README.md)
@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results.layout import ERROR, PLAN, STOP, TRIAL, TRIALS_DIR, trial_status
+from results.layout import ERROR, PLAN, RETRIES, STOP, TRIAL, TRIALS_DIR, trial_status
 from vadcore import atomic
 from vadcore.configtools import flatten
 from vadcore.paths import SOURCE_ROOT
@@ -48,10 +48,11 @@ FIXED_TYPES: dict[str, pa.DataType] = {
     "seed": pa.int64(), "status": pa.string(), "error": pa.string(), "finished_at": TIMESTAMP,
     "seconds": pa.float64(), "peak_rss_mb": pa.float64(), "git_commit": pa.string(), "command": pa.string(),
     "tune_trial_id": pa.string(), "objective": pa.string(), "stop_reason": pa.string(), "rung": pa.int64(),
-    "report_sections": pa.string(),
+    "retries": pa.int64(), "retried_because": pa.string(), "report_sections": pa.string(),
 }
 FIXED = list(FIXED_TYPES)
-STAGE_TYPES = {"key": pa.string(), "status": pa.string(), "rebuilt_because": pa.string(), "seconds": pa.float64(), "build_seconds": pa.float64()}
+STAGE_TYPES = {"key": pa.string(), "status": pa.string(), "rebuilt_because": pa.string(), "seconds": pa.float64(), "build_seconds": pa.float64(),
+               "lock_wait_seconds": pa.float64(), "took_over_from": pa.string()}
 TRAINING_TYPES = {  # trial.json's `training` per training stage (vadcore.outputs.TRAINING_FIELDS)
     "world_size": pa.int64(), "device": pa.string(), "precision": pa.string(), "deepspeed": pa.string(),
     "kept_epoch": pa.int64(), "epochs_run": pa.int64(), "stopped_early": pa.bool_(), "selected_by": pa.string(),
@@ -86,7 +87,7 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
         "profile": _profile(plan.get("command")), "seed": plan.get("seed"), "status": "stopped", "error": None,
         "finished_at": None, "seconds": None, "peak_rss_mb": None, "git_commit": commit, "command": plan.get("command"),
         "tune_trial_id": plan.get("tune_trial_id"), "objective": plan.get("objective"), "stop_reason": None, "rung": None,
-        "report_sections": json.dumps(plan.get("report_sections", [])),
+        **retried(trial_dir), "report_sections": json.dumps(plan.get("report_sections", [])),
     }
     row.update(flatten(plan.get("config", {}), "config."))  # what a failed or stopped trial tried, too
     trial_file, err_file, status = trial_dir / TRIAL, trial_dir / ERROR, trial_status(trial_dir)
@@ -108,6 +109,15 @@ def trial_row(trial_dir: Path, sweep: str, commit: str) -> dict[str, Any]:
         row.update(finished_at=_mtime(stop_file), stop_reason=stop["reason"], rung=stop.get("rung"))
         row.update(flatten(stop.get("last", {}), "last."))
     return row
+
+
+def retried(trial_dir: Path) -> dict[str, Any]:
+    """{"retries": how many attempts of the trial were lost with their process or node and run again (0: none),
+    "retried_because": each lost attempt's reason and node, "; "-joined, or None} (retries.json, `sweeps.trainable`)."""
+    f = trial_dir / RETRIES
+    lost = json.loads(f.read_text()) if f.is_file() else []
+    because = "; ".join(f"attempt {r['attempt']}: {r['reason']}" + (f" ({r['node']})" if r.get("node") else "") for r in lost)
+    return {"retries": len(lost), "retried_because": because or None}
 
 
 @functools.cache

@@ -7,6 +7,8 @@
     results/<sweep>/trials/<id>/plan.json    what the trial runs: variant, benchmark, seed, overrides, command, node
     results/<sweep>/trials/<id>/trial.json   finished: the pipeline's record; error.json: failed; stop.json:
                                              stopped by the scheduler (ASHA); none of the three: interrupted
+    results/<sweep>/trials/<id>/retries.json each attempt lost with its process or node (why, where), after which
+                                             Tune ran the trial again (sweeps.trainable)
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ PLAN = "plan.json"
 TRIAL = "trial.json"
 ERROR = "error.json"
 STOP = "stop.json"
+RETRIES = "retries.json"
 
 # Sections a sweep file may ask its report for (`report = [...]`), beside those every report has.
 REPORT_SECTIONS = {

@@ -27,7 +27,8 @@ from results.sections.dev import dev_section
 from results.sections.figures import MAX_ROC_LINES, roc_section, timeline_section
 from results.sections.scenes import scene_section
 from results.sections.search import BEST_TRIALS, search_section
-from results.sections.tables import failures_section, paper_section, protocol_section, reproduce_section, stages_section, variants_section
+from results.sections.tables import (failures_section, paper_section, protocol_section, reproduce_section, retries_section, stages_section,
+                                     variants_section)
 from vadcore import atomic
 from vadcore.errors import ConfigError
 
@@ -90,6 +91,7 @@ def report(sweep_dir: str | Path) -> dict[str, Path]:
     stages_section(doc, rows)
     bill_section(doc, sweep_dir, rows)
     failures_section(doc, rows)
+    retries_section(doc, rows)
     reproduce_section(doc, rows)
 
     fig_dir = sweep_dir / "report_files"

@@ -23,7 +23,7 @@ from sweeps.options import RunOptions, TrialContext, sweep_dir
 from sweeps.plans import TrialPlan, expand
 from sweeps.spec import SweepSpec, check, with_seeds, with_variants
 from sweeps.summary import collect
-from sweeps.trainable import progress_callback, stop_recorder, trainable
+from sweeps.trainable import progress_callback, trainable, trial_recorder
 from vadcore import atomic
 from vadcore.configtools import flatten, to_dict
 from vadcore.errors import ConfigError
@@ -219,7 +219,7 @@ def tune_fit(ctx: TrialContext, param_space: dict[str, Any], total: int, *, sear
     metric, mode = progress_metric(spec, list(ctx.plans))
     resources = {"cpu": 0, "gpu": 0, "memory": 1} if spec.resources.workers else {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     # (a trial that drives Ray Train workers holds no CPU, they hold theirs; Ray wants a non-empty request: 1 byte)
-    callbacks = [stop_recorder(ctx.trials), *([] if quiet else [progress_callback(total, metric, mode, [p.trial_id for p in ctx.plans])]), *callbacks]
+    callbacks = [trial_recorder(ctx), *([] if quiet else [progress_callback(total, metric, mode, [p.trial_id for p in ctx.plans], spec.retries)]), *callbacks]
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources),
         param_space=param_space,
@@ -230,7 +230,7 @@ def tune_fit(ctx: TrialContext, param_space: dict[str, Any], total: int, *, sear
         ),
         run_config=tune.RunConfig(
             name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(ctx.trials.parent / "ray"),
-            failure_config=tune.FailureConfig(max_failures=0), callbacks=callbacks, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.retries), callbacks=callbacks, verbose=0,  # lost trials only: `trainable`
         ),
     )
     before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")

@@ -106,6 +106,8 @@ class SweepSpec:
     scheduler: Scheduler = field(default_factory=Scheduler)
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int = 2  # trials running at once (0 = as many as resources allow)
+    retries: int = 2  # a trial whose process or node dies is run again up to this many times (Tune's max_failures);
+    # one that fails for its own reason (a diverging loss, bad data, a bug) never is: it would fail again
     report: tuple[str, ...] = ()  # optional report sections (results.layout.REPORT_SECTIONS), beside every report's own
 
     @property
@@ -116,7 +118,7 @@ class SweepSpec:
 
 # ---------------------------------------------------------------------------------------------- loading
 
-_TOP = {"name", "description", "benchmarks", "profile", "seeds", "fixed", "grid", "search", "scheduler", "resources", "max_concurrent", "report"}
+_TOP = {"name", "description", "benchmarks", "profile", "seeds", "fixed", "grid", "search", "scheduler", "resources", "max_concurrent", "retries", "report"}
 
 
 def available() -> list[str]:
@@ -242,6 +244,10 @@ def load_sweep(name_or_path: str | Path, *, resolve: bool = True) -> SweepSpec:
         kw["max_concurrent"] = c.typed(raw["max_concurrent"], int, "max_concurrent")
         if kw["max_concurrent"] < 0:
             c.fail(f"max_concurrent={kw['max_concurrent']} must be >= 0 (0 = as many as resources allow)")
+    if "retries" in raw:
+        kw["retries"] = c.typed(raw["retries"], int, "retries")
+        if kw["retries"] < 0:
+            c.fail(f"retries={kw['retries']} must be >= 0 (0: a trial whose node dies fails with it)")
     if "resources" in raw:
         kw["resources"] = _dataclass_fields(c, Resources, raw["resources"], "resources", {"cpu": float, "gpu": float, "workers": int})
         if kw["resources"].cpu <= 0 or kw["resources"].gpu < 0 or kw["resources"].workers < 0:

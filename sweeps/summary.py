@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from results import floors as floor_rows
+from results.aggregate import retried
 from results.rows import mean_std
 from results.layout import ERROR, PLAN, STOP, TRIAL, trial_status
 from sweeps.spec import SweepSpec
 
 
 def collect(trials_dir: Path) -> list[dict[str, Any]]:
-    """One flat record per trial folder: plan fields, status, metrics, stage statuses, error."""
+    """One flat record per trial folder: plan fields, status, metrics, stage statuses, error, retries."""
     out = []
     for plan_file in sorted(Path(trials_dir).glob(f"*/{PLAN}")):
         rec = json.loads(plan_file.read_text())
@@ -28,6 +29,7 @@ def collect(trials_dir: Path) -> list[dict[str, Any]]:
             rec["error"] = json.loads(plan_file.with_name(ERROR).read_text())["error"]
         elif (stop := plan_file.with_name(STOP)).is_file():  # stopped early by ASHA, at the rung it says; else interrupted
             rec["stop_reason"] = json.loads(stop.read_text())["reason"]
+        rec.update(retried(plan_file.parent))  # attempts lost with their process or node, and why
         out.append(rec)
     return out
 
@@ -95,6 +97,8 @@ def summary_table(spec: SweepSpec, records: list[dict[str, Any]], width: int | N
         reasons = sorted({r.get("stop_reason", "interrupted, no record") for r in rs if r["status"] == "stopped"})
         if reasons:
             status = reasons[0] if len(rs) == 1 else status + " (" + "; ".join(reasons) + ")"
+        if lost := [r["retried_because"] for r in rs if r.get("retries")]:
+            status += "; retried: " + "; ".join(lost)
         verdict = floor_rows.verdict([r["metrics"].get("below_floor", {}) for r in ok], short=True)
         if narrow and verdict:  # no room for a column of its own: the verdict follows the status
             status = f"{status}; {verdict}"

@@ -1,9 +1,12 @@
-"""The stage cache: reuse, exclusive builds under concurrency, and no trusted half-stage after SIGKILL."""
+"""The stage cache: reuse, exclusive builds under concurrency, no trusted half-stage after SIGKILL, and a waiter
+that takes over the build of a builder killed mid-stage (and not that of a live one)."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from vadcore.stages import StageRecord, StageStore
+from vadcore.testing import wait_until
 
 SLICE = {"itae": {"tau": 4}, "seed": 0}
 
@@ -132,3 +136,81 @@ def test_a_users_error_inside_a_build_names_the_stage(tmp_path):
 
     with pytest.raises(FloatingPointError, match=r"^stage itae: non-finite training loss"):
         StageStore(tmp_path).get_or_build("itae", SLICE, build)
+
+
+# A stage's builder and a second process that needs the same stage, each a child process running get_or_build: the
+# builder writes half its stage and waits for a file (`release`) before finishing; the waiter's build counts itself.
+# Each child prints its record as JSON; the waiter's "waiting for the build under way by ..." line on stderr is the
+# barrier that it waits on the builder's lock (it is said just before it blocks).
+_CHILD = """
+import json, sys, time
+from pathlib import Path
+from vadcore.stages import StageStore
+cache, slice_, role, flag = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+def build(out):
+    if role == "builder":
+        (out / "weights.pt").write_text("half")
+        (flag.parent / "building").touch()
+        while not flag.exists():
+            time.sleep(0.05)
+    else:
+        with open(flag, "a") as f:
+            f.write("built\\n")
+    (out / "weights.pt").write_text(role)
+    return {"by": role}
+rec = StageStore(cache).get_or_build("itae", slice_, build, files=("weights.pt",))
+print(json.dumps({"status": rec.status, "by": rec.info["by"], "orphaned_by": rec.lock and rec.lock.orphaned_by,
+                  "waited": rec.lock and rec.lock.waited}))
+"""
+
+
+def _stage_child(tmp_path: Path, role: str, flag: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "cache"), json.dumps(SLICE), role, str(flag)],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}, text=True,
+                            stdout=subprocess.PIPE, stderr=(tmp_path / f"{role}.err").open("w"))
+
+
+def _builder_and_waiter(tmp_path: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """The builder holding the stage's lock with half a stage written, and the waiter blocked on that lock."""
+    builder = _stage_child(tmp_path, "builder", tmp_path / "release")
+    wait_until(lambda: (tmp_path / "building").exists() or builder.poll() is not None, 120, "the builder mid-build")
+    assert builder.poll() is None, (tmp_path / "builder.err").read_text()
+    waiter = _stage_child(tmp_path, "waiter", tmp_path / "waiter-builds.txt")
+    said = f"waiting for the build under way by host {socket.gethostname()} pid {builder.pid} since"
+    wait_until(lambda: said in (tmp_path / "waiter.err").read_text() or waiter.poll() is not None, 120, "the waiter on the lock")
+    assert waiter.poll() is None, (tmp_path / "waiter.err").read_text()
+    return builder, waiter
+
+
+def _verified(tmp_path: Path) -> None:
+    """The stage is complete and checks out, and no temporary folder is left."""
+    store = StageStore(tmp_path / "cache")
+    key = store.key("itae", SLICE)
+    assert store.problem("itae", key, SLICE, {}) is None
+    assert not list(store.path("itae", key).parent.glob(".*.tmp-*"))
+
+
+def test_a_waiter_takes_over_the_build_of_a_builder_killed_mid_stage_and_builds_it_once(tmp_path):
+    builder, waiter = _builder_and_waiter(tmp_path)
+    os.kill(builder.pid, signal.SIGKILL)  # kill -9: the lock goes with the process, its half stage stays behind
+    builder.wait()
+    out, _ = waiter.communicate(timeout=120)
+    rec = json.loads(out)
+    assert (rec["status"], rec["by"]) == ("trained", "waiter"), rec
+    assert f"host {socket.gethostname()} pid {builder.pid} since" in rec["orphaned_by"]
+    assert (tmp_path / "waiter-builds.txt").read_text() == "built\n"  # built once, by the one process left
+    err = (tmp_path / "waiter.err").read_text()
+    assert f"taking over the build left unfinished by host {socket.gethostname()} pid {builder.pid}" in err, err
+    _verified(tmp_path)
+
+
+def test_a_waiter_on_a_live_builder_takes_nothing_over_and_reuses_its_stage(tmp_path):
+    """The negative case: the builder finishes (or fails) normally, so the waiter finds its stage and builds nothing."""
+    builder, waiter = _builder_and_waiter(tmp_path)
+    (tmp_path / "release").touch()
+    assert json.loads(builder.communicate(timeout=120)[0])["status"] == "trained"
+    rec = json.loads(waiter.communicate(timeout=120)[0])
+    assert (rec["status"], rec["by"], rec["orphaned_by"]) == ("reused", "builder", None), rec
+    assert rec["waited"] > 0 and not (tmp_path / "waiter-builds.txt").exists()
+    assert "taking over" not in (tmp_path / "waiter.err").read_text()
+    _verified(tmp_path)

@@ -132,6 +132,10 @@ def run_trial(cfg: TrialConfig, data_root: str | Path | None, cache_root: Path, 
         stages[rec.name] = {"key": rec.key, "status": rec.status, "seconds": round(own_seconds, 3), "build_seconds": rec.seconds}
         if rec.rebuilt:
             stages[rec.name]["rebuilt_because"] = rec.rebuilt
+        if rec.lock is not None:  # it was not built when this trial looked: how long it waited on another builder
+            stages[rec.name]["lock_wait_seconds"] = round(rec.lock.waited, 3)
+            if rec.lock.orphaned_by:  # and whose unfinished build it took over
+                stages[rec.name]["took_over_from"] = rec.lock.orphaned_by
         if rec.status == "reused" and report is not None:  # the same per-epoch stream as if trained here, so a
             for epoch in rec.info.get("history", []):  # scheduler compares a reusing trial on the same numbers
                 report({"stage": rec.name, "replayed": True, **epoch})

@@ -3,7 +3,8 @@
 A stage's key hashes its config slice, the keys of the stages it reads, and its code version. Trials that
 share a slice share the folder: the first builds it (under an exclusive lock, in a temporary folder renamed
 into place when complete), the others wait and reuse it. A killed build leaves only a temporary folder,
-which no later trial trusts and the next build of that stage deletes.
+which no later trial trusts and the next build of that stage deletes; its lock goes with its process (or, on
+shared storage, with its node's lease: `vadcore.atomic.build_lock`), and a waiting trial takes the build over.
 
 Reuse is verified, not assumed: `info.json` records the size and sha256 of every file the build wrote, and
 each stage declares the files it must produce. A stage folder whose `info.json` is unreadable, whose
@@ -41,6 +42,7 @@ class StageRecord:
     seconds: float  # build time (of the original build when reused)
     info: dict[str, Any]
     rebuilt: str | None = None  # why a cached folder was not trusted and was built again, if it was
+    lock: atomic.Held | None = None  # the build lock, when this trial took it (the stage was not built when it looked)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -110,19 +112,23 @@ class StageStore:
         target = self.path(name, key)
         upstream = {rec.name: stable_hash(rec.info["files"]) for rec in inputs}
         problem = self.problem(name, key, slice_, upstream)
+        lock = None
         if problem is not None:
-            with atomic.build_lock(target):
+            waiting = lambda who: self.say(f"stage {name} ({key}): waiting for the build under way by {who}")  # noqa: E731
+            with atomic.build_lock(target, waiting) as lock:
                 problem = self.problem(name, key, slice_, upstream)  # another process may have built it meanwhile
                 if problem is not None:
                     rebuilt = None if problem == "not built" else problem
+                    if lock.orphaned_by:
+                        self.say(f"stage {name} ({key}): taking over the build left unfinished by {lock.orphaned_by} (its process or node is gone)")
                     if rebuilt:
                         self.say(f"stage {name} ({key}): cached copy not trusted, rebuilding it: {rebuilt}")
-                    return self._build(name, key, slice_, build, files, upstream, rebuilt)
+                    return self._build(name, key, slice_, build, files, upstream, rebuilt, lock)
         info = json.loads((target / "info.json").read_text())
-        return StageRecord(name, key, target, "reused", info.get("build_seconds", 0.0), info)
+        return StageRecord(name, key, target, "reused", info.get("build_seconds", 0.0), info, lock=lock)
 
     def _build(self, name: str, key: str, slice_: dict[str, Any], build: Callable[[Path], dict[str, Any]], files: tuple[str, ...],
-               upstream: dict[str, str], rebuilt: str | None) -> StageRecord:
+               upstream: dict[str, str], rebuilt: str | None, lock: atomic.Held) -> StageRecord:
         target = self.path(name, key)
         t0 = time.perf_counter()
         with atomic.staging_dir(target) as tmp:
@@ -138,4 +144,4 @@ class StageStore:
             info["upstream"] = upstream
             atomic.write_json(tmp / "slice.json", slice_)
             atomic.write_json(tmp / "info.json", info)
-        return StageRecord(name, key, target, "trained", info["build_seconds"], info, rebuilt)
+        return StageRecord(name, key, target, "trained", info["build_seconds"], info, rebuilt, lock)

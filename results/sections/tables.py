@@ -1,5 +1,5 @@
 """The report's tables of numbers: the paper's table beside ours, every variant's AUCs, the protocol, stages
-trained and reused, failed and stopped trials, and each trial's reproducing command."""
+trained and reused, failed, stopped and retried trials, and each trial's reproducing command."""
 from __future__ import annotations
 
 from typing import Any
@@ -117,6 +117,18 @@ def failures_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
         return
     doc.table(["trial", "status", "error or reason"],
               [[r["trial_id"], r["status"], r.get("error") or r.get("stop_reason") or "(no record: interrupted with the sweep)"] for r in bad])
+
+
+def retries_section(doc: Doc, rows: list[dict[str, Any]]) -> None:
+    """The trials Tune ran again after their process or node died (retries.json), and why; none: no section."""
+    again = [r for r in rows if r.get("retries")]
+    if not again:
+        return
+    doc.h("Retried trials")
+    doc.p("Tune ran these trials again because an attempt lost its process or node, not because of their config "
+          "(a trial that fails for its own reason is never retried); each new attempt reused the stages the lost "
+          "one had completed.")
+    doc.table(["trial", "status", "attempts lost", "why"], [[r["trial_id"], r["status"], r["retries"], r["retried_because"]] for r in again])
 
 
 def reproduce_section(doc: Doc, rows: list[dict[str, Any]]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sweeps.testing import comparable_tables, kill_group
 from vadcore.paths import TRIAL_GATE_ENV as GATE_ENV
 from vadcore.testing import TINY, wait_until
 
@@ -42,43 +43,12 @@ set = { "itae.paths" = "app" }
 DISTINCT_ITAE = 2
 
 
-def _kill_group(proc: subprocess.Popen) -> list[str]:
-    """SIGKILL the subprocess's process group (the runner, Ray's GCS and raylet, all in its new session), then
-    every other descendant: Ray's workers (default_worker.py) put themselves in process groups of their own, so
-    the group kill alone leaves a running trial's worker alive (seen: > 10 s, still training). Returns the
-    descendants that outlived the group kill (killed here too), for the record."""
-    try:
-        tree = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        tree = []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    _, alive = psutil.wait_procs(tree, timeout=2)
-    out = []
-    for p in alive:  # only our own descendants, by pid
-        try:
-            if p.status() == psutil.STATUS_ZOMBIE:
-                continue
-            out.append(f"{p.pid} pgid {os.getpgid(p.pid)} {' '.join(p.cmdline())[:120]}")
-            p.kill()
-        except (psutil.NoSuchProcess, ProcessLookupError):
-            pass
-    psutil.wait_procs(alive, timeout=10)
-    return out
-
-
 @pytest.fixture
 def procs():
     started: list[subprocess.Popen] = []
     yield started
     for p in started:  # even on failure: no runner and no Ray of ours outlives the test
-        _kill_group(p)
+        kill_group(p)
 
 
 def _sweeps(args: list[str], log: Path, started: list[subprocess.Popen], gate: Path | None = None) -> subprocess.Popen:
@@ -125,7 +95,7 @@ def test_resume_after_sigkill_keeps_finished_trials_and_stages(tmp_path, procs):
     record = trials / first / "trial.json"
     kept = record.read_bytes()
     tree = [p.pid for p in psutil.Process(run.pid).children(recursive=True)]
-    _kill_group(run)
+    kill_group(run)
     assert run.returncode == -signal.SIGKILL
     assert not [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE], "the killed sweep left processes"
     assert [f.parent.name for f in trials.glob("*/trial.json")] == [first]
@@ -162,23 +132,8 @@ def uninterrupted(tmp_path_factory):
         assert run.wait(timeout=600) == 0, (root / "run.log").read_text()[-3000:]
     finally:
         for p in started:
-            _kill_group(p)
+            kill_group(p)
     return root / "results" / "resume"
-
-
-def _comparable(sweep: Path) -> tuple[list[dict], dict[str, list]]:
-    """trials.parquet without what differs between two runs of the same trials (times, Tune's ids, the results
-    folder inside each command), and frame_scores.parquet's columns as text (NaN, a flow the trials lack, then
-    equals NaN)."""
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(sweep / "trials.parquet")
-    keep = [c for c in t.column_names if c not in ("finished_at", "seconds", "peak_rss_mb", "tune_trial_id") and not c.endswith((".seconds", ".build_seconds"))]
-    rows = t.select(keep).sort_by("trial_id").to_pylist()
-    for r in rows:
-        r["command"] = r["command"].replace(str(sweep), "<sweep>")
-    frames = pq.read_table(sweep / "frame_scores.parquet")
-    return rows, {c: [repr(v) for v in frames[c].to_pylist()] for c in frames.column_names}
 
 
 def test_ctrl_c_prints_what_to_resume_and_resume_gives_the_uninterrupted_tables(tmp_path, procs, uninterrupted):
@@ -201,4 +156,4 @@ def test_ctrl_c_prints_what_to_resume_and_resume_gives_the_uninterrupted_tables(
 
     resume = _sweeps(["resume", "resume", "--results", str(results)], tmp_path / "resume.log", procs)
     assert resume.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
-    assert _comparable(results / "resume") == _comparable(uninterrupted)
+    assert comparable_tables(results / "resume") == comparable_tables(uninterrupted)

@@ -68,6 +68,10 @@ def test_grid_trials_share_the_itae_and_a_failure_is_recorded(swept):
     assert sorted([by["no-mot"]["stages"]["itae"], by["mot"]["stages"]["itae"]]) == ["reused", "trained"]
     assert stage_counts(records) == {"itae": 1, "flow": 1}
     assert by["broken"]["status"] == "failed" and "ped2" in by["broken"]["error"]
+    # a failure of its own (no data) is not retried, though the sweep allows retries: Tune never saw it fail
+    assert spec.retries > 0 and by["broken"]["retries"] == 0
+    tune_dirs = list((root / "results/tiny/ray").glob(f"*/{by['broken']['tune_trial_id']}"))
+    assert tune_dirs and not list(tune_dirs[0].glob("error.*"))
     assert by["mot"]["command"].startswith("OMP_NUM_THREADS=1 python -m vadcore run --benchmark synthetic --profile smoke --set flow.app=false")
 
 
@@ -279,3 +283,24 @@ def test_without_stage_sharing_every_trial_trains_its_own_stages(ray_local, tmp_
     assert sorted(p.parent.parent.name for p in (tmp_path / "cache/unshared/plain").glob("*/stages/itae")) == ["r-synthetic-s0", "rl-synthetic-s0"]
     assert not (tmp_path / "cache/stages").exists()
     assert len([p for p in (tmp_path / "cache/shards/synthetic").glob("train-*") if p.is_dir()]) == 1
+
+
+def test_only_a_lost_process_or_node_is_retried():
+    """`lost` tells Ray's word that a process or node died (retried) from a trial's own failure (never retried)."""
+    import ray.exceptions as rx
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from sweeps.trainable import lost, lost_reason
+    from vadcore.errors import DataError
+
+    assert all(lost(e) for e in (rx.ActorDiedError(), rx.WorkerCrashedError(), rx.NodeDiedError("node 1 died"), rx.LocalRayletDiedError(),
+                                 WorkerGroupError("a worker died", {1: rx.ActorDiedError()})))
+    assert not any(lost(e) for e in (FloatingPointError("non-finite training loss"), DataError("no such file"), ValueError("bug"),
+                                     WorkerGroupError("rank 0 raised", {0: ValueError("bug")})))
+    assert lost_reason("ActorDiedError: The actor died unexpectedly before finishing this task.\n\tip: 10.0.0.7\n"
+                       "The actor died because its node has died. Node Id: 01ab") == "node lost"
+    assert lost_reason("The actor died unexpectedly before finishing this task.\n\tip: 127.0.0.2\nThe actor is dead because its worker process "
+                       "has died. Worker exit type: SYSTEM_ERROR [...] consider enabling resource isolation via --enable-resource-isolation to "
+                       "prevent node deaths by resource contention") == "trial process died"  # Ray's words when kill -9 ends a trial
+    assert lost_reason("OutOfMemoryError: Task was killed due to the node running low on memory. [...] Ray's memory monitor") == \
+        "out of memory (killed by Ray's memory monitor)"
