@@ -30,8 +30,10 @@ netns *CMD:
 
 # Head on 127.0.0.1, worker on 127.0.0.2 in its own mount namespace, 1 CPU each, token auth, inside the private
 # network namespace of `just test`. Checks trials on both nodes, one shared results folder and stage cache, and
-# that a results folder only the head sees fails the job naming the node (tests/cluster/test_two_nodes.py).
-# a real two-node Ray cluster on this machine, and `ray job submit --working-dir .` of ablation-paths against it
+# that a results folder only the head sees fails the job naming the node (tests/cluster/test_two_nodes.py); then
+# the faults (tests/cluster/test_faults.py, not in `just test`): the worker node lost mid-trial, a stage's builder
+# killed while another trial waits on its lock, the driver killed and the sweep resumed as a job.
+# a real two-node Ray cluster on this machine, `ray job submit --working-dir .` of ablation-paths, and faults
 [positional-arguments]
 cluster-test *ARGS:
     {{just_executable()}} test -m cluster tests/cluster "$@"

@@ -2,7 +2,7 @@
 
     just bench              # full: smoke-size sweeps and stages, about 15-20 minutes on 2 cores
     just bench --quick      # the same figures, training stages cut to 80 / 40 steps: about 6 minutes
-    python benchmarks/bench.py --only data,compute     # some sections (data, compute, sweep, memory, parallel, gpu)
+    python benchmarks/bench.py --only data,compute     # some sections (data, compute, sweep, memory, parallel, gpu, scale)
 
 Sections, each a figure with its target where the project promises one:
   data      loader clips/s ÷ the clips/s one ITAE training step consumes, Ped2 smoke size (synthetic without data)
@@ -16,6 +16,9 @@ Sections, each a figure with its target where the project promises one:
   parallel  one ITAE stage on 2 Ray Train workers against 1 (benchmarks/bench_stages.py parallel)
   gpu       with CUDA only: benchmarks/gpu_check.py's ms/step, samples/s, TFLOP/s and peak GPU memory per stage
             at the paper's Ped2 and Avenue geometries
+  scale     benchmarks/bench_scale.py: a 64-trial TINY search on a local 4-node Ray cluster, 8 at once: per-trial
+            overhead against trials at once, Optuna's suggest time, stage-lock waits, and publish time, memory
+            and results-folder size at 10 / 100 / 1,000 trials
 
 Every figure becomes a row of results/bench/bench.parquet (name, value, unit, target, pass, the machine, the
 versions, the git commit, the time); results/bench/report.md shows this run beside the previous run of the same
@@ -46,7 +49,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # the repo root: vadcore need not be installed
 sys.path.insert(1, str(HERE))  # the other benchmark scripts
 
-SECTIONS = ("data", "compute", "sweep", "memory", "parallel", "gpu")
+SECTIONS = ("data", "compute", "sweep", "memory", "parallel", "gpu", "scale")
 REGRESSION = 0.20  # a figure this much worse than the previous run's is flagged
 OUT = REPO / "results" / "bench"
 
@@ -282,9 +285,38 @@ def gpu_section(mode: Mode) -> list[Figure]:
     return out
 
 
+def scale_section(mode: Mode) -> list[Figure]:
+    """benchmarks/bench_scale.py on a local 4-node Ray cluster (2 logical CPUs each: 8 trials at once, on however
+    few cores the machine has); quick: concurrencies 1 and 8 only."""
+    res, _ = child([sys.executable, str(HERE / "bench_scale.py"), *(["--quick"] if mode.quick else [])])
+    top = int(res["logical_cpus"])
+    where = f"{int(res['nodes'])} nodes, {top} logical CPUs on {int(res['cores'])} cores, TINY trials"
+    out = []
+    for c in sorted({int(k.split(".")[0][1:]) for k in res if k.startswith("c") and k.endswith(".overhead_median_s")}):
+        target = at_most(0.5) if c == top else {"better": "lower"}
+        out += [Figure("scale", f"trial_overhead.c{c}.median_s", res[f"c{c}.overhead_median_s"], "s", **target,
+                       note=f"{int(res[f'c{c}.trials'])} trials, {c} at once, {where}: Tune's trial span − the pipeline's seconds"),
+                Figure("scale", f"trial_overhead.c{c}.p95_s", res[f"c{c}.overhead_p95_s"], "s", better="lower")]
+    out += [Figure("scale", f"optuna.suggest_ms.n{n}", res[f"optuna.suggest_ms.n{n}"], "ms", better="lower",
+                   note=f"TPE ask with {n} trials seen (replicated from the search's)") for n in (10, 100, 1000)]
+    out += [Figure("scale", "stage_lock.blocked", res["lock.blocked"], "locks", note=f"of {int(res['lock.locks_taken'])} taken, cold cache"),
+            Figure("scale", "stage_lock.wait_median_s", res["lock.blocked_median"], "s", better="lower"),
+            Figure("scale", "stage_lock.wait_max_s", res["lock.blocked_max"], "s", better="lower")]
+    for n in (10, 100, 1000):
+        out += [Figure("scale", f"publish.n{n}.s", res[f"publish.n{n}.s"], "s", **(at_most(30) if n == 1000 else {"better": "lower"}),
+                       note="trials.parquet, frame_scores.parquet, all_trials.parquet, report, index; replicated trial folders"),
+                Figure("scale", f"publish.n{n}.rss_growth_mb", res[f"publish.n{n}.rss_growth_mb"], "MB", better="lower"),
+                Figure("scale", f"results.n{n}.kb_per_trial", res[f"publish.n{n}.kb_per_trial"], "KB", better="lower",
+                       note=f"results folder {res[f'publish.n{n}.folder_mb']:.1f} MB, Ray's ray/ folder apart")]
+    out += [Figure("scale", "publish.growth_100_to_1000", res["publish.growth_100_to_1000"], "×", **at_most(10),
+                   note="publish s at 1,000 ÷ at 100: ≤ 10 is no faster than linear"),
+            Figure("scale", "ray_folder.kb_per_trial", res["ray_folder_kb_per_trial"], "KB", better="lower")]
+    return out
+
+
 RUNNERS: dict[str, Callable[[Mode], list[Figure]]] = {
     "data": data_section, "compute": compute_section, "sweep": sweep_section,
-    "memory": memory_section, "parallel": parallel_section, "gpu": gpu_section,
+    "memory": memory_section, "parallel": parallel_section, "gpu": gpu_section, "scale": scale_section,
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -32,7 +33,7 @@ from tests.cluster.conftest import JOB_S, WORKER_IP, end_job, start_job
 from vadcore.stages import StageStore
 from vadcore.testing import TINY, wait_until
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.faults]  # `just cluster-test` only: minutes each, beyond the default suite
 
 # Two trials with an ITAE and an appearance flow each, every stage their own (so whichever of them the worker
 # runs, the stage it is lost in is rebuilt by its own retry), and one whose ITAE diverges at once (Adam at lr 1e30).
@@ -68,12 +69,16 @@ set = { "flow.app" = false, "flow.mot" = true }
 """
 
 
-def _sweep_file(c: LocalCluster, text: str) -> tuple[Path, list[str]]:
-    """The sweep file in the shared folder (the job's driver reads it there), and its trial ids."""
+def _submit(c: LocalCluster, text: str, job: str) -> tuple[list[str], Path, Path, Path, subprocess.Popen]:
+    """The sweep file written to the shared folder (the job's driver reads it there) and submitted as `job`, with
+    results, cache and gate folders of its own there: (its trial ids, results, cache, gate, the submitting process)."""
     name = text.split('"')[1]
     f = c.shared / f"{name}.toml"
     f.write_text(text)
-    return f, [p.trial_id for p in expand(load_sweep(f), extra_sets=list(TINY))]
+    results, cache, gate = c.shared / f"results-{job}", c.shared / f"cache-{job}", c.shared / f"gate-{job}"
+    gate.mkdir()
+    proc = start_job(c, job, str(f), "--results", str(results), "--cache", str(cache), gate=gate)
+    return [p.trial_id for p in expand(load_sweep(f), extra_sets=list(TINY))], results, cache, gate, proc
 
 
 def _waiting(gate: Path, n: int, job) -> list[str]:
@@ -114,11 +119,8 @@ def _trial_json(trials: Path, trial: str) -> dict:
 
 
 def test_a_trial_whose_node_is_lost_is_retried_on_the_other_node_reusing_its_finished_stages(cluster):
-    sweep, ids = _sweep_file(cluster, NODE_LOSS)
-    results, cache, gate = cluster.shared / "results-node-loss", cluster.shared / "cache-node-loss", cluster.shared / "gate-node-loss"
-    gate.mkdir()
+    ids, results, cache, gate, job = _submit(cluster, NODE_LOSS, "vad-node-loss")
     trials = results / "node-loss" / "trials"
-    job = start_job(cluster, "vad-node-loss", str(sweep), "--results", str(results), "--cache", str(cache), gate=gate)
     first = _waiting(gate, 2, job)  # one on each node (a trial takes a node's one CPU)
     nodes = cluster.alive()
     lost = next(t for t in first if _node_of(trials, t) == nodes[WORKER_IP])
@@ -183,11 +185,8 @@ def _lock_holder_and_waiters(lock: Path) -> tuple[int | None, list[int]]:
 
 
 def test_a_trial_waiting_on_a_killed_builders_stage_takes_it_over_and_builds_it_once(cluster):
-    sweep, ids = _sweep_file(cluster, ORPHANED_LOCK)
-    results, cache, gate = cluster.shared / "results-orphan", cluster.shared / "cache-orphan", cluster.shared / "gate-orphan"
-    gate.mkdir()
+    ids, results, cache, gate, job = _submit(cluster, ORPHANED_LOCK, "vad-orphan")
     trials = results / "orphaned-lock" / "trials"
-    job = start_job(cluster, "vad-orphan", str(sweep), "--results", str(results), "--cache", str(cache), gate=gate)
     assert _waiting(gate, 2, job) == sorted(ids)  # both at once, one per node
     for t in ids:  # whichever takes the ITAE's lock stops after its first epoch, holding it
         (gate / f"{t}@itae.hold").touch()
