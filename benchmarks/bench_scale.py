@@ -208,8 +208,6 @@ def publish_scaling(real: Path, tmp: Path) -> tuple[list[dict[str, Any]], list[d
 
 
 def measure(nodes: int, cpus: int, samples: int, levels: list[int], keep: Path | None) -> dict[str, Any]:
-    import ray
-
     from sweeps.testing import local_cluster
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=keep))
@@ -217,6 +215,7 @@ def measure(nodes: int, cpus: int, samples: int, levels: list[int], keep: Path |
         with local_cluster(workers=nodes - 1, num_cpus=cpus) as cluster:
             os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=cluster.env["RAY_AUTH_TOKEN"], OMP_NUM_THREADS="1")
             os.environ.pop("VAD_DATA_ROOT", None)
+            import ray  # only now: Ray reads its auth mode from the environment once, when it is first imported
             cache = cluster.shared / "cache"
             top, *rest = sorted(levels, reverse=True)
             runs = [run_search(cluster.address, cluster.shared, cache, top, samples)]  # the cold cache: lock waits
