@@ -81,6 +81,8 @@ def test_grid_expands_variants_times_seeds_with_commands(tmp_path):
         (GRID.replace('"flow.mot" = true', '"flow.glow.levels" = 6'), "flow.glow.levels=6 too deep"),
         (GRID.replace('"flow.mot" = true', '"itae.bogus" = 1'), "unknown field itae.bogus"),
         (GRID.replace("lambda_L = 0.5", 'lambda_L = "high"'), "score.lambda_L='high' must be"),
+        ("retries = -1\n" + GRID, "retries=-1 must be >= 0 (0: a trial whose node dies fails with it)"),
+        ('retries = "2"\n' + GRID, "retries='2' must be int"),
         (GRID + '[scheduler]\ntype = "hyperband"\n', "scheduler.type='hyperband' is not allowed; allowed: 'none', 'asha'"),
         ('name = "t"\n[search]\nspace = { "itae.tau" = { choices = [2, 3] } }\n', "search.space.itae.tau=3"),
         ('name = "t"\n[search]\nspace = { "itae_train.lr" = { low = 1.0, high = 0.1 } }\n', "low=1.0 must be < high=0.1"),
