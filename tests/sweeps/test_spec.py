@@ -336,7 +336,7 @@ def test_progress_lines_show_training_epochs_and_an_eta_from_trials_that_trained
     from sweeps.trainable import progress_callback
 
     names = ["cached", "trains", "third"]
-    progress = progress_callback(3, None, "max", names)
+    progress = progress_callback(3, None, "max", names, retries=2)
     trials = [SimpleNamespace(trial_id=f"t{i}", config={"plan": i}, last_result={}) for i in range(3)]
     for t in trials:
         progress.on_trial_start(0, trials, t)
@@ -349,3 +349,25 @@ def test_progress_lines_show_training_epochs_and_an_eta_from_trials_that_trained
     assert out[4].startswith("      trains: itae epoch 1/2, val_loss 0.5, ") and len(out) == 5
     progress.on_trial_complete(0, trials, trials[1])
     assert ", ETA " in capsys.readouterr().out
+
+
+def test_progress_lines_tell_a_lost_trial_run_again_from_one_that_failed_on_its_own(capsys):
+    """A lost attempt (Ray's error: its process or node died) says where and which attempt comes next, and is not
+    counted as failed; a trial that failed for its own reason (its last result says so) is, with its error."""
+    from types import SimpleNamespace
+
+    import ray.exceptions as rx
+
+    from sweeps.trainable import progress_callback
+
+    progress = progress_callback(2, None, "max", ["lost", "diverges"], retries=2)
+    died = rx.ActorDiedError()
+    lost = SimpleNamespace(trial_id="t0", config={"plan": 0}, last_result={"node_ip": "10.0.0.7"}, num_failures=1, get_pickled_error=lambda: died)
+    bad = SimpleNamespace(trial_id="t1", config={"plan": 1}, last_result={"stage": "failed", "error": "FloatingPointError: non-finite loss"})
+    for t in (lost, bad):
+        progress.on_trial_start(0, [lost, bad], t)
+    progress.on_trial_recover(0, [lost, bad], lost)
+    progress.on_trial_complete(0, [lost, bad], bad)
+    out = capsys.readouterr().out.splitlines()[2:]
+    assert out[0].startswith("[0/2] LOST lost (trial process died, 10.0.0.7): running it again, attempt 2 of 3 — 0 done, 1 running, 0 failed"), out
+    assert out[1].startswith("[1/2] FAILED diverges: FloatingPointError: non-finite loss — 0 done, 0 running, 1 failed"), out
