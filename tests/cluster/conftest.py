@@ -1,6 +1,7 @@
-"""One real two-node Ray cluster for the tests of tests/cluster (`just cluster-test`), started once per session
-(`sweeps.testing.local_cluster`: the head on 127.0.0.1, a worker on 127.0.0.2 in a mount namespace where a private
-tmpfs hides the head's folder, 1 CPU each), and `ray job submit` against it as the README gives it."""
+"""One real two-node Ray cluster for the tests of tests/cluster (`just cluster-test`), started once for the package
+and stopped after its last test (`sweeps.testing.local_cluster`: the head on 127.0.0.1, a worker on 127.0.0.2 in a
+mount namespace where a private tmpfs hides the head's folder, 1 CPU each), and `ray job submit` against it as the
+README gives it."""
 from __future__ import annotations
 
 import json
@@ -20,8 +21,8 @@ WORKER_IP = "127.0.0.2"
 JOB_S = 480  # generous: two cores, shared
 
 
-@pytest.fixture(scope="session")
-def two_nodes():
+@pytest.fixture(scope="package")  # stopped after the last test of tests/cluster: the suite's later tests check that
+def two_nodes():  # their own process tree (this cluster's nodes are children of pytest too) holds only what they started
     if why := cannot_start(hide_head=True):
         pytest.skip(why)
     with local_cluster(workers=1, num_cpus=1, hide_head=True) as c:
@@ -43,9 +44,9 @@ def cluster(two_nodes: LocalCluster) -> LocalCluster:
     return _both_alive(two_nodes)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ablation_paths_job(two_nodes: LocalCluster) -> tuple[dict, str, Path]:
-    """ablation-paths as the README submits it, run once per session, with two trials held at the gate at once (a
+    """ablation-paths as the README submits it, run once for the package, with two trials held at the gate at once (a
     folder both nodes see) until both wait, then all let go: with one CPU per node and a trial needing one, two
     trials held together are on both nodes, however fast either node is. (job record, its log, results folder)."""
     c = _both_alive(two_nodes)
