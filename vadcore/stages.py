@@ -114,7 +114,9 @@ class StageStore:
         problem = self.problem(name, key, slice_, upstream)
         lock = None
         if problem is not None:
-            waiting = lambda who: self.say(f"stage {name} ({key}): waiting for the build under way by {who}")  # noqa: E731
+            def waiting(who: str) -> None:
+                self.say(f"stage {name} ({key}): waiting for the build under way by {who}")
+
             with atomic.build_lock(target, waiting) as lock:
                 problem = self.problem(name, key, slice_, upstream)  # another process may have built it meanwhile
                 if problem is not None:
