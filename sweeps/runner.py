@@ -11,8 +11,10 @@ and `SweepInterrupted` says what to resume.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -205,7 +207,6 @@ def optuna_search(spec: SweepSpec, root: Path, bench: str, default: dict[str, An
 
 def tune_fit(ctx: TrialContext, param_space: dict[str, Any], total: int, *, search=None, quiet: bool = False, callbacks: tuple = ()) -> None:
     """One Tune run of `total` trials: a grid's plans (param_space {"plan": grid of indices}) or a search's samples."""
-    import os
 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -233,15 +234,24 @@ def tune_fit(ctx: TrialContext, param_space: dict[str, Any], total: int, *, sear
             failure_config=tune.FailureConfig(max_failures=spec.retries), callbacks=callbacks, verbose=0,  # lost trials only: `trainable`
         ),
     )
-    before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches run_sweep (Tune's handler would advise Tuner.restore)
-    try:
+    with _environ(TUNE_DISABLE_SIGINT_HANDLER="1",  # Ctrl-C reaches run_sweep (Tune's handler would advise Tuner.restore)
+                  RAY_AIR_NEW_OUTPUT="0"):  # Tune's new output prints its experiment box whatever `verbose`; the old obeys 0
         tuner.fit()
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """os.environ with `values` set for the block, as it was after it."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
-        if before is None:
-            del os.environ["TUNE_DISABLE_SIGINT_HANDLER"]
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_sweep(spec: SweepSpec, opts: RunOptions, console=None, callbacks: tuple = ()) -> list[dict[str, Any]]:
