@@ -133,6 +133,8 @@ def uninterrupted(tmp_path_factory):
     finally:
         for p in started:
             kill_group(p)
+    log = (root / "run.log").read_text()
+    assert "Configuration for experiment" not in log and "tensorboard" not in log, log  # the sweep's lines only, not Tune's
     return root / "results" / "resume"
 
 
