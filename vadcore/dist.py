@@ -5,9 +5,10 @@ builds its C++ shared-memory all-reduce op.
 That op (`deepspeed_shm_comm`) is compiled with g++ the first time a process group starts, a minute or two without
 a line of output, and only speeds up all-reduces between ranks on one machine: a world of one never builds it, a
 machine without a C++ compiler runs without it (gloo does the all-reduces, same results), and a sweep that trains
-data-parallel on CPU builds it once in the driver, saying so (`prepare_comm_op`). Each Python install builds it in
-a folder of its own: in torch's one per-user folder two installs (two clones, a wheel and an editable install)
-rebuilt it in turn, each waiting on the other's lock.
+data-parallel on CPU builds it once in the driver, saying so (`prepare_comm_op`), and says so when a build killed
+mid-way left torch's lock behind (`stale_build_lock`). Each Python install builds it in a folder of its own: in
+torch's one per-user folder two installs (two clones, a wheel and an editable install) rebuilt it in turn, each
+waiting on the other's lock.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 SHM_OP = "deepspeed_shm_comm"
+STALE_LOCK_S = 120  # torch's build lock: a live build starts its compiler in its folder within seconds of taking it
 _said: set[str] = set()  # notes printed once per process
 
 
@@ -108,6 +111,34 @@ def prepare_comm_op(say: Callable[[str], None]) -> None:
     from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
     from torch.utils.cpp_extension import _get_build_directory
 
-    if not (Path(_get_build_directory(SHM_OP, False)) / f"{SHM_OP}.so").is_file():
+    build = Path(_get_build_directory(SHM_OP, False))
+    if not (build / f"{SHM_OP}.so").is_file():
         say(f"compiling DeepSpeed's CPU comm op {SHM_OP} with {compiler()} (first run in this Python only, a minute or two)")
+    if stale := stale_build_lock(build):
+        say(stale)
     ShareMemCommBuilder().load(verbose=False)
+
+
+def stale_build_lock(build: Path, now: float | None = None) -> str | None:
+    """What to do about torch's build lock in `build`, when it looks left behind: older than STALE_LOCK_S, and no
+    process on this machine works in that folder (the compiler runs there). Torch removes the lock when a build
+    ends, but a build killed mid-way (Ctrl-C, kill -9) leaves it, and every later build waits on it for ever
+    without a line. Only said, never deleted: on a home folder that several machines share, another machine may
+    be compiling there."""
+    lock = build / "lock"
+    try:
+        age = (now or time.time()) - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    if age < STALE_LOCK_S or any(_works_in(pid, build.resolve()) for pid in os.listdir("/proc") if pid.isdigit()):
+        return None
+    return (f"waiting on {lock}, {age / 60:.0f} min old, though no process here builds in {build}: a build killed mid-way "
+            f"leaves it and torch then waits for ever. If no other machine is compiling there, delete it (rm {lock}) and run again")
+
+
+def _works_in(pid: str, folder: Path) -> bool:
+    """Whether process `pid` has `folder` (resolved) as its working directory."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == folder
+    except OSError:  # gone, or another user's
+        return False
