@@ -40,28 +40,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(1, str(HERE))
+from gpu_carry import folder_bytes  # noqa: E402  (a results folder is sized as the GPU carry is)
 
 SWEEP = HERE / "scale.toml"
 PUBLISH_SIZES = (10, 100, 1000)
 ASKS = 5  # suggest calls timed per study size (their median)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (linear interpolation), None without values."""
-    if not values:
-        return None
-    v = sorted(values)
-    k = (len(v) - 1) * q / 100
-    lo = int(k)
-    return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (k - lo)
-
-
 def summary(values: list[float]) -> dict[str, float | None]:
-    return {"median": percentile(values, 50), "p95": percentile(values, 95), "n": len(values)}
+    """Median and p95 (numpy's linear interpolation), None without values."""
+    median, p95 = (float(x) for x in np.percentile(values, [50, 95])) if values else (None, None)
+    return {"median": median, "p95": p95, "n": len(values)}
 
 
 # ---------------------------------------------------------------------------------------------- (a) the searches
@@ -138,10 +133,6 @@ def suggest_ms(study, distributions: dict[str, Any], real_values: list[float]) -
 
 
 # ---------------------------------------------------------------------------------------------- (d) publish
-
-
-def folder_bytes(folder: Path, skip: tuple[str, ...] = ()) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not any(part in skip for part in f.relative_to(folder).parts))
 
 
 def replicate(real: Path, dst: Path, n: int, study_db: Path) -> Path:

@@ -67,24 +67,23 @@ def stage_keys(plan: TrialPlan, cache: Path, data_root: str | None) -> dict[str,
     return keys
 
 
-def write_bill(root: Path, plans: list[TrialPlan], cache: Path, opts: RunOptions) -> None:
-    """results/<sweep>/bill.json: the grid's compute bill as `sweeps show` prints it (sweeps.bill), written before
-    any trial runs; the report sets it beside the times the stages took."""
+def write_bill(root: Path, plans: list[TrialPlan], keys: list[dict[str, str]], cache: Path, opts: RunOptions) -> None:
+    """results/<sweep>/bill.json: the grid's compute bill as `sweeps show` prints it (sweeps.bill; keys: each
+    plan's `stage_keys`), written before any trial runs; the report sets it beside the times the stages took."""
     from sweeps.bill import load_throughput, sweep_bill
 
-    keys = [stage_keys(p, cache, opts.data_root) for p in plans]
     atomic.write_json(root / BILL, sweep_bill(plans, keys, load_throughput(opts.throughput), opts.data_root, cache).as_dict())
 
 
-def launch_order(plans: list[TrialPlan], todo: list[int], cache: Path, data_root: str | None) -> list[int]:
-    """`todo` (indices into plans) with the trials whose ITAE no earlier trial trains first, the rest after, each
-    group in its own order. Trials that share an ITAE would otherwise start together and all but one wait on its
-    lock (unified-prior's three priors share one; its per-scene trials, which could train meanwhile, queued
-    behind them). Plans whose keys cannot be computed (no data) count as distinct."""
+def launch_order(todo: list[int], keys: list[dict[str, str]]) -> list[int]:
+    """`todo` (indices into the plans, whose `stage_keys` are `keys`) with the trials whose ITAE no earlier trial
+    trains first, the rest after, each group in its own order. Trials that share an ITAE would otherwise start
+    together and all but one wait on its lock (unified-prior's three priors share one; its per-scene trials, which
+    could train meanwhile, queued behind them). Plans whose keys cannot be computed (no data) count as distinct."""
     seen: set[str] = set()
     first, later = [], []
     for i in todo:
-        key = stage_keys(plans[i], cache, data_root).get("itae") or f"plan {i}"
+        key = keys[i].get("itae") or f"plan {i}"
         (later if key in seen else first).append(i)
         seen.add(key)
     return first + later
@@ -293,14 +292,15 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console=None, callbacks: tuple 
             check_shared_storage({"results folder": root.parent, "stage cache": cache}, always=bool(address))
         trials_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_json(root / SWEEP_FILE, {"file": str(spec.path), **opts.__dict__, "results": str(root.parent), "cache": str(cache)})
+        keys = [stage_keys(p, cache, opts.data_root) for p in plans] if spec.grid else []  # the bill's and the launch order's
         if spec.grid:
-            write_bill(root, plans, cache, opts)
+            write_bill(root, plans, keys, cache, opts)
         if spec.resources.workers > 1:
             from vadcore.dist import prepare_comm_op
 
             prepare_comm_op(lambda line: console.print(line, highlight=False, soft_wrap=True))
         if spec.grid and todo:
-            todo = launch_order(plans, todo, cache, opts.data_root) if opts.share_stages else todo
+            todo = launch_order(todo, keys) if opts.share_stages else todo
             console.print(f"Ray up after {time.perf_counter() - t0:.0f} s; {len(todo)} trial(s) to run, {spec.max_concurrent or 'as many as fit'} at a time",
                           highlight=False, soft_wrap=True)
             from ray import tune

@@ -143,16 +143,16 @@ def test_a_users_error_inside_a_build_names_the_stage(tmp_path):
 # Each child prints its record as JSON; the waiter's "waiting for the build under way by ..." line on stderr is the
 # barrier that it waits on the builder's lock (it is said just before it blocks).
 _CHILD = """
-import json, sys, time
+import json, sys
 from pathlib import Path
 from vadcore.stages import StageStore
+from vadcore.testing import wait_until
 cache, slice_, role, flag = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 def build(out):
     if role == "builder":
         (out / "weights.pt").write_text("half")
         (flag.parent / "building").touch()
-        while not flag.exists():
-            time.sleep(0.05)
+        wait_until(flag.exists, None, "the release file")
     else:
         with open(flag, "a") as f:
             f.write("built\\n")

@@ -23,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vadcore.config import TrialConfig
+from vadcore.data.loader import window_count
 from vadcore.models.glow import GlowConfig
 from vadcore.models.hgad_prior import PriorConfig
 from vadcore.models.itae import ITAE, ITAEConfig
@@ -95,14 +96,6 @@ def per_sample(cfg: TrialConfig, classes: int) -> dict[str, Flops]:
 
 
 # ------------------------------------------------------------------------------------------------ windows
-
-
-def window_count(frames: int, length: int, stride: int, cover_all: bool) -> int:
-    """Windows of `length` frames every `stride` frames of a video of `frames` frames, plus one flush with its
-    end when cover_all (test passes: every frame in some window), as `vadcore.data.loader.video_windows` makes them."""
-    regular = max(0, (frames - length) // stride + 1)
-    tail = cover_all and regular > 0 and (regular - 1) * stride + length < frames
-    return regular + int(tail)
 
 
 @dataclass(frozen=True)

@@ -292,7 +292,7 @@ def test_progress_shows_the_dev_auc_of_a_grid_that_scores_the_dev_split(tmp_path
 def test_trials_that_train_an_itae_launch_before_those_that_wait_for_one(tmp_path):
     """unified-prior's shape: three variants on one ITAE, then two with ITAEs of their own. The first of the three
     and the other two start first, so trials running at once train different ITAEs; the waiting two come last."""
-    from sweeps.runner import launch_order
+    from sweeps.runner import launch_order, stage_keys
 
     (tmp_path / "u.toml").write_text('''
 name = "u"
@@ -314,9 +314,10 @@ name = "tau2"
 set = { "itae.tau" = 2 }
 ''')
     plans = expand(load_sweep(tmp_path / "u.toml"))
-    order = launch_order(plans, list(range(5)), tmp_path / "cache", None)
+    keys = [stage_keys(p, tmp_path / "cache", None) for p in plans]
+    order = launch_order(list(range(5)), keys)
     assert [plans[i].variant for i in order] == ["g", "wide", "tau2", "h", "hp"]
-    assert launch_order(plans, [1, 2, 4], tmp_path / "cache", None) == [1, 4, 2]  # finished trials are not in todo
+    assert launch_order([1, 2, 4], keys) == [1, 4, 2]  # finished trials are not in todo
 
 
 @pytest.mark.parametrize("name", available())

@@ -163,6 +163,14 @@ def _decode(sample: dict[str, bytes], rename: dict[str, Any] | None, keep: set[s
     return Chunk(video, scene, meta["start"], frames, labels)
 
 
+def window_count(frames: int, length: int, stride: int, cover_all: bool) -> int:
+    """Windows of `length` frames every `stride` frames of a video of `frames` frames, plus one flush with its
+    end when cover_all (test passes: every frame in some window), as `video_windows` makes them."""
+    regular = max(0, (frames - length) // stride + 1)
+    tail = cover_all and regular > 0 and (regular - 1) * stride + length < frames
+    return regular + int(tail)
+
+
 def video_windows(chunks: Iterator[Chunk], frames: int, stride: int, cover_all: bool, lengths: dict[str, int]) -> Iterator[Chunk]:
     """Windows of `frames` consecutive frames every `stride` frames, video by video.
 
@@ -251,12 +259,7 @@ class ClipDataset(IterableDataset):
 
     def num_windows(self) -> int:
         """Windows per epoch (train) or per pass (test), for progress bars and schedules."""
-        n = 0
-        for length in self.lengths.values():
-            regular = max(0, (length - self.frames) // self.stride + 1)
-            tail = not self.train and (regular - 1) * self.stride + self.frames < length
-            n += regular + int(tail)
-        return n
+        return sum(window_count(n, self.frames, self.stride, not self.train) for n in self.lengths.values())
 
     def _windows(self, shards: list[dict[str, Any]]) -> Iterator[Chunk]:
         def chunks() -> Iterator[Chunk]:
